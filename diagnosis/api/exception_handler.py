@@ -1,0 +1,45 @@
+"""One error format for the whole API: {"code", "message", "extra"}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler
+
+from diagnosis.exceptions import DomainError
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, DomainError):
+        body = {"code": exc.code, "message": exc.message, "extra": exc.extra}
+        return Response(body, status=exc.status_code)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # a real server error: Django logs it and answers 500
+    if isinstance(exc, exceptions.ValidationError):
+        body = {
+            "code": "invalid",
+            "message": "The request is invalid.",
+            "extra": {"fields": exc.detail},
+        }
+    else:
+        detail = getattr(exc, "detail", "")
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        body = {"code": str(code), "message": str(detail), "extra": {}}
+        wait = getattr(exc, "wait", None)
+        if wait is not None:
+            body["extra"] = {"retry_after_seconds": wait}
+    response.data = body
+    return response

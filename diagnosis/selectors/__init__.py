@@ -1,0 +1,1 @@
+"""Reads: permission-scoped querysets. One module per area."""

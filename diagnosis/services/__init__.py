@@ -1,0 +1,1 @@
+"""Writes. One module per area; import from the module (`diagnosis.services.cases`)."""

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from diagnosis.views import accounts as account_views
+from diagnosis.views import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("accounts/login/", account_views.PortalLoginView.as_view(), name="login"),
+    path("accounts/logout/", account_views.PortalLogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("diagnosis.api.urls")),
+    path("review/", include("diagnosis.urls_review")),
+    path("registry/", include("diagnosis.urls_registry")),
+    path("", include("diagnosis.urls")),
+]
