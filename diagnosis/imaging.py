@@ -1,0 +1,1 @@
+"""Upload validation and canonicalisation of radiographs (PNG, JPEG, DICOM)."""

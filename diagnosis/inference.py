@@ -1,0 +1,1 @@
+"""The only bridge from diagnosis into ml/ (TensorFlow is imported lazily, in workers)."""
