@@ -239,6 +239,13 @@ FRACTURE_MODEL_DIR = Path(
 INFERENCE_MAX_ATTEMPTS = env.int("INFERENCE_MAX_ATTEMPTS", default=3)
 STUCK_CASE_SECONDS = env.int("STUCK_CASE_SECONDS", default=120)
 KEEP_ORIGINAL_UPLOADS = env.bool("KEEP_ORIGINAL_UPLOADS", default=False)
+# Review workflow: how long a claim on a case lasts, and which first reads get a second reader
+# (model-positive cases, model/reader disagreements, and a deterministic per-case random percentage).
+REVIEW_CLAIM_TTL_SECONDS = env.int("REVIEW_CLAIM_TTL_SECONDS", default=15 * 60)
+SECOND_READ_MODEL_POSITIVE = env.bool("SECOND_READ_MODEL_POSITIVE", default=True)
+SECOND_READ_ON_DISAGREEMENT = env.bool("SECOND_READ_ON_DISAGREEMENT", default=True)
+SECOND_READ_RANDOM_PERCENT = env.float("SECOND_READ_RANDOM_PERCENT", default=10.0)
+SECOND_READ_SEED = env.str("SECOND_READ_SEED", default="second-read")
 
 # --- Logging ---------------------------------------------------------------------------------------------
 LOGGING = {
