@@ -230,6 +230,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "diagnosis.tasks.case_sweep_stuck",
         "schedule": timedelta(seconds=env.int("SWEEP_INTERVAL_SECONDS", default=60)),
     },
+    # Light check on the default queue: fails stale training runs, starts one when enough new reviews.
+    "retrain-schedule-check": {
+        "task": "diagnosis.tasks.retrain_schedule_check",
+        "schedule": timedelta(seconds=env.int("RETRAIN_CHECK_INTERVAL_SECONDS", default=300)),
+    },
 }
 
 # --- Domain ---------------------------------------------------------------------------------------------
@@ -246,6 +251,18 @@ SECOND_READ_MODEL_POSITIVE = env.bool("SECOND_READ_MODEL_POSITIVE", default=True
 SECOND_READ_ON_DISAGREEMENT = env.bool("SECOND_READ_ON_DISAGREEMENT", default=True)
 SECOND_READ_RANDOM_PERCENT = env.float("SECOND_READ_RANDOM_PERCENT", default=10.0)
 SECOND_READ_SEED = env.str("SECOND_READ_SEED", default="second-read")
+# Retraining: snapshots of reviewed images (+ an optional base dataset folder), runs, gated promotion.
+RETRAIN_MIN_NEW_REVIEWS = env.int("RETRAIN_MIN_NEW_REVIEWS", default=50)  # 0 disables the schedule
+TRAINING_BASE_DATASET_DIR = env.str("TRAINING_BASE_DATASET_DIR", default="")  # split/label + manifest
+TRAINING_WORK_DIR = Path(env.str("TRAINING_WORK_DIR", default=str(VAR_DIR / "training")))
+MODEL_STORE_DIR = Path(env.str("MODEL_STORE_DIR", default=str(VAR_DIR / "models")))
+TRAINING_HEARTBEAT_SECONDS = env.int("TRAINING_HEARTBEAT_SECONDS", default=15)
+TRAINING_STALE_SECONDS = env.int("TRAINING_STALE_SECONDS", default=180)
+TRAINING_QUEUED_STALE_SECONDS = env.int("TRAINING_QUEUED_STALE_SECONDS", default=3600)
+RETRAIN_DEFAULT_EPOCHS = env.int("RETRAIN_DEFAULT_EPOCHS", default=5)
+PROMOTION_AUROC_MARGIN = env.float("PROMOTION_AUROC_MARGIN", default=0.02)
+PROMOTION_SENSITIVITY_TOLERANCE = env.float("PROMOTION_SENSITIVITY_TOLERANCE", default=0.02)
+PROMOTION_BOOTSTRAP_SAMPLES = env.int("PROMOTION_BOOTSTRAP_SAMPLES", default=2000)
 
 # --- Logging ---------------------------------------------------------------------------------------------
 LOGGING = {
