@@ -3,12 +3,25 @@
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 
 from diagnosis import models
+from diagnosis.services.audit import audit_record
+
+User = get_user_model()
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """History: nobody adds, changes or deletes through the admin, superusers included."""
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -25,6 +38,19 @@ class CaseAdmin(ReadOnlyAdmin):
     list_filter = ("status", "body_part", "source")
     search_fields = ("uuid", "patient_ref")
     list_select_related = ("created_by",)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        case = self.get_object(request, object_id)
+        if case is not None and response.status_code == 200:
+            audit_record(action="case.view", request=request, obj=case, via="admin")
+        return response
 
 
 @admin.register(models.XrayImage)
@@ -136,3 +162,32 @@ class AuditEventAdmin(ReadOnlyAdmin):
     )
     list_filter = ("action", "outcome")
     search_fields = ("actor_username", "object_id", "action")
+
+
+# --- Users: roles shown and filterable; superuser flags and raw permissions stay with superusers ---
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PortalUserAdmin(UserAdmin):
+    list_display = ("username", "email", "roles", "is_active", "is_staff", "last_login")
+    list_filter = ("groups", "is_active", "is_staff", "is_superuser")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).prefetch_related("groups")
+
+    @admin.display(description="Roles")
+    def roles(self, obj: Any) -> str:
+        return ", ".join(sorted(g.name for g in obj.groups.all())) or "-"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False  # no password resets of superusers by lesser accounts
+        return super().has_change_permission(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            # An admin-role user manages accounts and roles but cannot mint superusers.
+            readonly += ("is_superuser", "user_permissions")
+        return readonly

@@ -1,5 +1,8 @@
-"""Role groups and the permissions each grants (created by migration 0002, kept in sync by
-`manage.py sync_roles`)."""
+"""Role groups and the permissions each grants.
+
+Created by migration 0002 and kept in sync after every `migrate` (post_migrate receiver in
+diagnosis.signals) and by `manage.py sync_roles`. Code checks permissions, never group names.
+"""
 
 CLINICIAN = "clinician"
 RADIOLOGIST = "radiologist"
@@ -24,5 +27,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "diagnosis.view_modelversion",
         "diagnosis.view_trainingrun",
         "diagnosis.view_datasetsnapshot",
+        # User management in the Django admin (superuser flags stay with superusers).
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
+        "auth.view_group",
     ],
 }

@@ -1,4 +1,4 @@
-"""Site-wide middleware: security headers Django 5.2 does not set, and the session idle timeout."""
+"""Site-wide middleware: security headers Django 5.2 does not set, and the session timeouts."""
 
 from collections.abc import Callable
 
@@ -10,7 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-_IDLE_KEY = "last_activity"
+from diagnosis.signals import LOGIN_AT_KEY
+
+IDLE_KEY = "last_activity"
+# The idle stamp is rewritten at most this often, so reads do not write the session every time.
+_IDLE_RESOLUTION_SECONDS = 30
 
 
 class SecurityHeadersMiddleware:
@@ -27,13 +31,16 @@ class SecurityHeadersMiddleware:
             "Permissions-Policy", "camera=(), microphone=(), geolocation=()"
         )
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
         return response
 
 
 class SessionTimeoutMiddleware:
-    """Logs a browser session out after SESSION_IDLE_TIMEOUT_SECONDS without a request.
+    """Logs a browser session out after SESSION_IDLE_TIMEOUT_SECONDS without a request, and
+    SESSION_ABSOLUTE_TIMEOUT_SECONDS after sign-in whatever the activity.
 
-    The absolute timeout is SESSION_COOKIE_AGE (the session is not refreshed on every request).
+    The sign-in time is stamped by the user_logged_in receiver (diagnosis.signals); a session
+    without the stamp (created before it existed) is stamped on its first request.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -43,13 +50,25 @@ class SessionTimeoutMiddleware:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and hasattr(request, "session"):
             now = int(timezone.now().timestamp())
-            last = request.session.get(_IDLE_KEY)
-            if last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_SECONDS:
+            session = request.session
+            last = session.get(IDLE_KEY)
+            login_at = session.get(LOGIN_AT_KEY)
+            idle = last is not None and now - int(last) > settings.SESSION_IDLE_TIMEOUT_SECONDS
+            expired = (
+                login_at is not None
+                and now - int(login_at) > settings.SESSION_ABSOLUTE_TIMEOUT_SECONDS
+            )
+            if idle or expired:
+                request.logout_reason = "absolute_timeout" if expired else "idle_timeout"  # type: ignore[attr-defined]
                 logout(request)
                 if not request.path.startswith("/api/"):
                     return redirect(
                         f"{reverse('login')}?{urlencode({'next': request.path, 'expired': 1})}"
                     )
-            else:
-                request.session[_IDLE_KEY] = now
+                # API calls go on anonymously: a token still authenticates, a session does not.
+                return self.get_response(request)
+            if login_at is None:
+                session[LOGIN_AT_KEY] = now
+            if last is None or now - int(last) >= _IDLE_RESOLUTION_SECONDS:
+                session[IDLE_KEY] = now
         return self.get_response(request)

@@ -9,6 +9,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("accounts/login/", account_views.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", account_views.PortalLogoutView.as_view(), name="logout"),
+    # Before admin.site.urls: the admin signs in through the throttled, audited portal login.
+    path("admin/login/", account_views.admin_login_redirect, name="admin-login-redirect"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

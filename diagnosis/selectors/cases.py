@@ -16,8 +16,13 @@ def user_sees_all_cases(user: AbstractBaseUser | AnonymousUser) -> bool:
 
 
 def case_list(
-    *, user: AbstractBaseUser | AnonymousUser, status: str | None = None
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    status: str | None = None,
+    body_part: str | None = None,
+    patient_ref: str = "",
 ) -> QuerySet[Case]:
+    """Newest first. `patient_ref` matches case-insensitively from the start of the reference."""
     if not user.is_authenticated:
         return Case.objects.none()
     qs = Case.objects.select_related("created_by").order_by("-created_at", "-pk")
@@ -25,6 +30,10 @@ def case_list(
         qs = qs.filter(created_by=user)
     if status:
         qs = qs.filter(status=status)
+    if body_part:
+        qs = qs.filter(body_part=body_part)
+    if patient_ref:
+        qs = qs.filter(patient_ref__istartswith=patient_ref)
     return qs
 
 

@@ -1,12 +1,21 @@
+"""Case list and case detail pages (thin: selectors read, services write)."""
+
+from __future__ import annotations
+
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.http import urlencode
 
 from diagnosis.exceptions import NotFoundError
-from diagnosis.models import Case
+from diagnosis.models import BodyPart, Case
 from diagnosis.selectors.cases import case_get, case_list
 from diagnosis.services.audit import audit_record
+
+PAGE_SIZE = 25
+_PATIENT_REF_MAX = 64
 
 
 @login_required
@@ -14,13 +23,41 @@ def case_list_view(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
     if status not in Case.Status.values:
         status = None
-    page = Paginator(case_list(user=request.user, status=status), 25).get_page(
-        request.GET.get("page")
+    body_part = request.GET.get("body_part") or None
+    if body_part not in BodyPart.values:
+        body_part = None
+    patient_ref = (request.GET.get("q") or "").strip()[:_PATIENT_REF_MAX]
+    cases = case_list(
+        user=request.user, status=status, body_part=body_part, patient_ref=patient_ref
+    ).annotate(image_count=Count("images"))
+    page = Paginator(cases, PAGE_SIZE).get_page(request.GET.get("page"))
+    filters = {
+        k: v for k, v in {"status": status, "body_part": body_part, "q": patient_ref}.items() if v
+    }
+    # The list shows patient references: every page view is audited (the search text is not kept).
+    audit_record(
+        action="case.list",
+        request=request,
+        object_type="case",
+        status=status or "",
+        body_part=body_part or "",
+        search=bool(patient_ref),
+        page=page.number,
+        results=len(page),
     )
     return render(
         request,
         "diagnosis/case_list.html",
-        {"page": page, "status": status, "statuses": Case.Status.choices},
+        {
+            "page": page,
+            "status": status,
+            "body_part": body_part,
+            "q": patient_ref,
+            "statuses": Case.Status.choices,
+            "body_parts": BodyPart.choices,
+            "filter_query": urlencode(filters),
+            "filtered": bool(filters),
+        },
     )
 
 
