@@ -1,1 +1,0 @@
-"""Upload validation and canonicalisation of radiographs (PNG, JPEG, DICOM)."""

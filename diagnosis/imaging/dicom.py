@@ -1,0 +1,588 @@
+"""DICOM: header checks before decoding, windowing to 8 bit, PS3.15 basic-profile de-identification.
+
+Nothing read from a data set is logged, and error messages never quote its values (they may be PHI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from django.conf import settings
+from pydicom import config as pydicom_config
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+
+from diagnosis.exceptions import InvalidUploadError
+from diagnosis.imaging.raster import scale_to_u8
+
+# Real-world files often carry slightly malformed values; they are tolerated on reading (we only
+# keep technical tags, re-validated below) instead of turning each into a warning.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+
+DEIDENTIFICATION_METHOD = (
+    "Fracture Portal: DICOM PS3.15 Basic Application Level Confidentiality Profile"
+)
+
+# PS3.15 Table E.1-1, Basic Profile. Z: replace with an empty value; X: remove. Identifying UIDs (U)
+# are remapped, and, whatever the table says, every person name (PN) is emptied, every date and
+# time (DA, DT, TM) emptied and every other instance UID remapped (the profile's intent, applied
+# to attributes the table does not list), and all private and overlay/curve groups removed.
+_EMPTY_KEYWORDS = (
+    "AccessionNumber",
+    "ContentCreatorName",
+    "FillerOrderNumberImagingServiceRequest",
+    "PatientBirthDate",
+    "PatientID",
+    "PatientName",
+    "PatientSex",
+    "PlacerOrderNumberImagingServiceRequest",
+    "ReferringPhysicianName",
+    "StudyID",
+    "VerifyingObserverName",
+    "PersonName",
+    "ContentDate",
+    "ContentTime",
+    "StudyDate",
+    "StudyTime",
+)
+_REMOVE_KEYWORDS = (
+    "AcquisitionComments",
+    "AcquisitionDeviceProcessingDescription",
+    "ActualHumanPerformersSequence",
+    "AdditionalPatientHistory",
+    "AdmissionID",
+    "AdmittingDiagnosesCodeSequence",
+    "AdmittingDiagnosesDescription",
+    "Allergies",
+    "Arbitrary",
+    "AuthorObserverSequence",
+    "BranchOfService",
+    "CommentsOnThePerformedProcedureStep",
+    "ConsultingPhysicianName",
+    "ContributionDescription",
+    "CountryOfResidence",
+    "CurrentPatientLocation",
+    "CustodialOrganizationSequence",
+    "DataSetTrailingPadding",
+    "DerivationDescription",
+    "DetectorID",
+    "DeviceSerialNumber",
+    "DigitalSignaturesSequence",
+    "DischargeDiagnosisDescription",
+    "EthnicGroup",
+    "FrameComments",
+    "GantryID",
+    "GeneratorID",
+    "IconImageSequence",
+    "IdentifyingComments",
+    "ImageComments",
+    "ImagePresentationComments",
+    "InstitutionAddress",
+    "InstitutionCodeSequence",
+    "InstitutionName",
+    "InstitutionalDepartmentName",
+    "InsurancePlanIdentification",
+    "IntendedRecipientsOfResultsIdentificationSequence",
+    "InterpretationApproverSequence",
+    "InterpretationAuthor",
+    "InterpretationDiagnosisDescription",
+    "InterpretationIDIssuer",
+    "InterpretationRecorder",
+    "InterpretationText",
+    "InterpretationTranscriber",
+    "IssuerOfAdmissionID",
+    "IssuerOfPatientID",
+    "MedicalAlerts",
+    "MedicalRecordLocator",
+    "MilitaryRank",
+    "ModifiedAttributesSequence",
+    "ModifiedImageDescription",
+    "ModifyingDeviceID",
+    "NameOfPhysiciansReadingStudy",
+    "NamesOfIntendedRecipientsOfResults",
+    "Occupation",
+    "OperatorIdentificationSequence",
+    "OperatorsName",
+    "OrderCallbackPhoneNumber",
+    "OrderEnteredBy",
+    "OrderEntererLocation",
+    "OriginalAttributesSequence",
+    "OtherPatientIDs",
+    "OtherPatientIDsSequence",
+    "OtherPatientNames",
+    "ParticipantSequence",
+    "PatientAddress",
+    "PatientAge",
+    "PatientBirthName",
+    "PatientBirthTime",
+    "PatientComments",
+    "PatientInsurancePlanCodeSequence",
+    "PatientMotherBirthName",
+    "PatientPrimaryLanguageCodeSequence",
+    "PatientPrimaryLanguageModifierCodeSequence",
+    "PatientReligiousPreference",
+    "PatientSexNeutered",
+    "PatientSize",
+    "PatientState",
+    "PatientTelephoneNumbers",
+    "PatientTransportArrangements",
+    "PatientWeight",
+    "PerformedLocation",
+    "PerformedProcedureStepDescription",
+    "PerformedProcedureStepID",
+    "PerformedStationAETitle",
+    "PerformedStationGeographicLocationCodeSequence",
+    "PerformedStationName",
+    "PerformedStationNameCodeSequence",
+    "PerformingPhysicianIdentificationSequence",
+    "PerformingPhysicianName",
+    "PersonAddress",
+    "PersonIdentificationCodeSequence",
+    "PersonTelephoneNumbers",
+    "PhysicianApprovingInterpretation",
+    "PhysiciansOfRecord",
+    "PhysiciansOfRecordIdentificationSequence",
+    "PhysiciansReadingStudyIdentificationSequence",
+    "PreMedication",
+    "PregnancyStatus",
+    "ProtocolName",
+    "ReasonForStudy",
+    "ReasonForTheImagingServiceRequest",
+    "ReasonForTheRequestedProcedure",
+    "ReferencedPatientAliasSequence",
+    "ReferencedPatientSequence",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianIdentificationSequence",
+    "ReferringPhysicianTelephoneNumbers",
+    "RegionOfResidence",
+    "RequestAttributesSequence",
+    "RequestedContrastAgent",
+    "RequestedProcedureComments",
+    "RequestedProcedureDescription",
+    "RequestedProcedureID",
+    "RequestedProcedureLocation",
+    "RequestingPhysician",
+    "RequestingService",
+    "ResponsibleOrganization",
+    "ResponsiblePerson",
+    "ResultsComments",
+    "ResultsDistributionListSequence",
+    "ResultsIDIssuer",
+    "ReviewerName",
+    "ScheduledHumanPerformersSequence",
+    "ScheduledPatientInstitutionResidence",
+    "ScheduledPerformingPhysicianIdentificationSequence",
+    "ScheduledPerformingPhysicianName",
+    "ScheduledProcedureStepDescription",
+    "ScheduledProcedureStepLocation",
+    "ScheduledStationAETitle",
+    "ScheduledStationGeographicLocationCodeSequence",
+    "ScheduledStationName",
+    "ScheduledStationNameCodeSequence",
+    "SeriesDescription",
+    "ServiceEpisodeDescription",
+    "ServiceEpisodeID",
+    "SmokingStatus",
+    "SourceApplicationEntityTitle",
+    "SpecialNeeds",
+    "StationName",
+    "StudyComments",
+    "StudyDescription",
+    "StudyIDIssuer",
+    "TextComments",
+    "TextString",
+    "TimezoneOffsetFromUTC",
+    "TopicAuthor",
+    "TopicKeywords",
+    "TopicSubject",
+    "TopicTitle",
+    "VerifyingObserverIdentificationCodeSequence",
+    "VerifyingObserverSequence",
+    "VerifyingOrganization",
+    "VisitComments",
+)
+_EMPTY_TAGS = frozenset(tag_for_keyword(k) for k in _EMPTY_KEYWORDS)
+_REMOVE_TAGS = frozenset(tag_for_keyword(k) for k in _REMOVE_KEYWORDS)
+# UIDs that identify a kind of thing, not an instance: kept as they are.
+_CLASS_UID_TAGS = frozenset(
+    tag_for_keyword(k)
+    for k in (
+        "SOPClassUID",
+        "MediaStorageSOPClassUID",
+        "TransferSyntaxUID",
+        "ReferencedSOPClassUID",
+        "ImplementationClassUID",
+        "CodingSchemeUID",
+        "RelatedGeneralSOPClassUID",
+        "OriginalSpecializedSOPClassUID",
+        "AffectedSOPClassUID",
+        "RequestedSOPClassUID",
+        "ContextGroupExtensionCreatorUID",
+        "MappingResourceUID",
+        "ReferencedTransferSyntaxUIDInFile",
+    )
+)
+_PIXEL_DATA_TAG = tag_for_keyword("PixelData")
+
+# Technical tags copied into XrayImage.dicom_metadata (after de-identification).
+_METADATA_KEYWORDS = (
+    "Modality",
+    "BodyPartExamined",
+    "ViewPosition",
+    "ImageLaterality",
+    "Laterality",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "WindowCenter",
+    "WindowWidth",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+)
+_SAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._:/\\^+-]")
+_MONO = ("MONOCHROME1", "MONOCHROME2")
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
+
+
+@dataclass
+class DicomResult:
+    pixels: np.ndarray  # (H, W) uint8, windowed, MONOCHROME1 inverted
+    bit_depth: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    deidentified_bytes: bytes | None = None
+
+
+def _invalid(message: str, code: str = "invalid_dicom") -> InvalidUploadError:
+    return InvalidUploadError(message, code=code)
+
+
+def decode_dicom(
+    data: bytes, *, has_preamble: bool, max_pixels: int, keep_original: bool
+) -> DicomResult:
+    """Parse, check the header against the caps and the real pixel data, window to 8 bit and
+    de-identify. `keep_original` also returns the de-identified data set (preamble zeroed)."""
+    ds = _parse(data, has_preamble=has_preamble)
+    header = _check_header(ds, max_pixels=max_pixels)
+    pixels = _decode_pixels(ds, header)
+    deidentify(ds)
+    metadata = _technical_metadata(ds)
+    original = _serialise(ds) if keep_original else None
+    return DicomResult(
+        pixels=pixels,
+        bit_depth=header["bits_stored"],
+        metadata=metadata,
+        deidentified_bytes=original,
+    )
+
+
+def _parse(data: bytes, *, has_preamble: bool) -> Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+        if _PIXEL_DATA_TAG not in ds or "Rows" not in ds or "Columns" not in ds:
+            raise _invalid("The DICOM file has no image (pixel data, rows and columns).")
+        _ensure_transfer_syntax(ds)
+    except InvalidUploadError:
+        raise
+    except Exception as exc:  # hostile input: any parser failure is a 400
+        raise _invalid("The file is not a valid DICOM data set.") from exc
+    return ds
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    """A data set read without file meta gets the transfer syntax its encoding was read with."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if meta.get("TransferSyntaxUID"):
+        return
+    implicit, little = ds.original_encoding
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    elif little:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRBigEndian
+
+
+def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is None:
+            raise _invalid(f"The DICOM header lacks {keyword}.")
+        return default
+    return int(value)
+
+
+def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
+    try:
+        rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+        frames = _int(ds, "NumberOfFrames", 1)
+        samples = _int(ds, "SamplesPerPixel", 1)
+        bits_allocated = _int(ds, "BitsAllocated")
+        bits_stored = _int(ds, "BitsStored", bits_allocated)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
+        photometric = photometric.strip().upper()
+        transfer_syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+        pixel_data = ds.PixelData
+    except InvalidUploadError:
+        raise
+    except Exception as exc:  # hostile input
+        raise _invalid("The DICOM image header is malformed.") from exc
+    if rows <= 0 or cols <= 0:
+        raise _invalid("The DICOM header gives no image size.")
+    if rows * cols > max_pixels:
+        raise InvalidUploadError(
+            f"The image is {cols}x{rows} pixels; the limit is {max_pixels:,} pixels.",
+            code="image_too_large",
+        )
+    if frames != 1:
+        raise InvalidUploadError(
+            "Multi-frame DICOM is not accepted; upload one frame per file.", code="multi_frame"
+        )
+    if not 0 < bits_stored <= bits_allocated or bits_allocated not in (8, 16, 32):
+        raise _invalid("The DICOM header has unsupported bit depths.", code="unsupported_format")
+    if (samples, photometric in _MONO) != (1, True) and (samples, photometric in _COLOUR) != (
+        3,
+        True,
+    ):
+        raise _invalid(
+            "Only grayscale (MONOCHROME1/2) and RGB DICOM images are accepted.",
+            code="unsupported_format",
+        )
+    if not isinstance(pixel_data, bytes | bytearray):
+        raise _invalid("The DICOM pixel data is unreadable.")
+    compressed = bool(transfer_syntax) and transfer_syntax.is_compressed
+    if not compressed:
+        expected = rows * cols * frames * samples * (bits_allocated // 8)
+        if len(pixel_data) < expected:
+            raise _invalid("The DICOM pixel data is shorter than its header says.")
+    return {
+        "rows": rows,
+        "cols": cols,
+        "samples": samples,
+        "bits_stored": bits_stored,
+        "photometric": photometric,
+        "compressed": compressed,
+    }
+
+
+def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            raw = ds.pixel_array
+            if raw.shape[:2] != (header["rows"], header["cols"]):
+                raise _invalid("The DICOM pixel data does not match its header.")
+            if header["samples"] == 3:
+                rgb = raw.astype(np.float32)
+                gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+                return (
+                    scale_to_u8(gray) if raw.dtype != np.uint8 else np.rint(gray).astype(np.uint8)
+                )
+            out = window_to_u8(_modality(raw, ds), ds)
+    except InvalidUploadError:
+        raise
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        if header["compressed"]:
+            raise _invalid(
+                "This DICOM compression (transfer syntax) is not supported; send uncompressed "
+                "or JPEG baseline DICOM.",
+                code="unsupported_format",
+            ) from exc
+        raise _invalid("The DICOM pixel data cannot be decoded.") from exc
+    except Exception as exc:  # hostile input
+        raise _invalid("The DICOM pixel data cannot be decoded.") from exc
+    if header["photometric"] == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def _modality(raw: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Modality LUT: stored values -> output units (e.g. rescale slope/intercept)."""
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        return np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    values = raw.astype(np.float32)
+    if slope != 1.0:
+        values *= slope
+    if intercept:
+        values += intercept
+    return values
+
+
+def _first(value: Any) -> float:
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def window_to_u8(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """VOI: the first WindowCenter/WidthWidth pair (PS3.3 C.11.2.1.2), else a VOI LUT, else the
+    real min..max. Returns uint8 0..255 (before any MONOCHROME1 inversion)."""
+    centre = ds.get("WindowCenter")
+    width = ds.get("WindowWidth")
+    if centre not in (None, "") and width not in (None, ""):
+        c, w = _first(centre), _first(width)
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        if np.isfinite(c) and np.isfinite(w) and w > 0:
+            if function == "SIGMOID":
+                out = 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+            elif function == "LINEAR_EXACT":
+                out = ((values - c) / w + 0.5) * 255.0
+            else:
+                if w < 1:
+                    w = 1.0
+                out = ((values - (c - 0.5)) / max(w - 1.0, 1.0) + 0.5) * 255.0
+            return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if "VOILUTSequence" in ds:
+        from pydicom.pixels import apply_voi_lut
+
+        return scale_to_u8(apply_voi_lut(values, ds))
+    return scale_to_u8(values)
+
+
+def _remap_uid(value: str) -> str:
+    secret = hashlib.sha256(settings.SECRET_KEY.encode()).hexdigest()
+    return str(generate_uid(entropy_srcs=[secret, value]))
+
+
+def _deidentify_element(dataset: Dataset, elem: DataElement) -> None:
+    tag = elem.tag
+    if tag == _PIXEL_DATA_TAG:
+        return
+    group = tag.group
+    # Private tags, curves (50xx) and overlays (60xx; their bitmaps may carry burned-in text).
+    if tag.is_private or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+        del dataset[tag]
+        return
+    if tag in _REMOVE_TAGS:
+        del dataset[tag]
+        return
+    if tag in _EMPTY_TAGS or elem.VR in ("PN", "DA", "DT", "TM"):
+        if elem.VR == "SQ":
+            elem.value = Sequence()
+        else:
+            elem.value = ""
+        return
+    if elem.VR == "UI" and tag not in _CLASS_UID_TAGS and elem.value:
+        if elem.VM > 1:
+            elem.value = [_remap_uid(str(v)) for v in elem.value]
+        else:
+            elem.value = _remap_uid(str(elem.value))
+
+
+def deidentify(ds: Dataset) -> None:
+    """PS3.15 basic profile, in place: see the tables above. Also marks the data set as
+    de-identified (PatientIdentityRemoved=YES, DeidentificationMethod and its code)."""
+    ds.remove_private_tags()
+    ds.walk(_deidentify_element, recursive=True)
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None:
+        for keyword in ("MediaStorageSOPInstanceUID",):
+            if keyword in file_meta and file_meta.get(keyword):
+                setattr(file_meta, keyword, _remap_uid(str(file_meta.get(keyword))))
+        for keyword in (
+            "SourceApplicationEntityTitle",
+            "SendingApplicationEntityTitle",
+            "ReceivingApplicationEntityTitle",
+            "PrivateInformationCreatorUID",
+            "PrivateInformation",
+        ):
+            if keyword in file_meta:
+                delattr(file_meta, keyword)
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
+    code = Dataset()
+    code.CodeValue = "113100"
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = "Basic Application Confidentiality Profile"
+    ds.DeidentificationMethodCodeSequence = Sequence([code])
+
+
+def _clean_text(value: Any) -> str:
+    return _SAFE_TEXT.sub("", str(value)).strip()[:128]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, int | float | str):
+        number = value
+    elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [_json_value(v) for v in list(value)[:8]]
+    else:
+        number = value
+    try:
+        if type(number).__name__ in ("DSfloat", "DSdecimal", "float"):
+            return float(number)
+        if type(number).__name__ in ("IS", "int"):
+            return int(number)
+    except (TypeError, ValueError):
+        return None
+    return _clean_text(number)
+
+
+def _technical_metadata(ds: Dataset) -> dict[str, Any]:
+    """Only technical tags, from the de-identified data set, as plain JSON values."""
+    out: dict[str, Any] = {}
+    for keyword in _METADATA_KEYWORDS:
+        try:
+            if keyword not in ds:
+                continue
+            value = _json_value(ds.get(keyword))
+        except Exception:  # noqa: BLE001,S112  (a malformed technical tag is simply omitted)
+            continue
+        if value not in (None, "", []):
+            out[keyword] = value
+    ts = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+    if ts:
+        out["TransferSyntaxUID"] = _clean_text(ts)
+    return out
+
+
+def _serialise(ds: Dataset) -> bytes:
+    """The de-identified data set as a DICOM file with a zeroed preamble."""
+    ds.preamble = b"\x00" * 128
+    if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    except Exception:  # noqa: BLE001  (missing SOP UIDs: write without the strict file meta)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pydicom.dcmwrite(buf, ds, enforce_file_format=False)
+    return buf.getvalue()

@@ -1,0 +1,95 @@
+"""PNG and JPEG: decode with Pillow under strict settings and convert to 8-bit grayscale."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from diagnosis.exceptions import InvalidUploadError
+
+_PILLOW_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",)}
+_HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def decode_raster(data: bytes, kind: str, *, max_pixels: int) -> np.ndarray:
+    """Fully decode one PNG/JPEG frame, EXIF-transposed, as a (H, W) uint8 array.
+
+    Warnings (truncated data, decompression bombs, corrupt EXIF) are errors; nothing is decoded
+    lazily or leniently (`ImageFile.LOAD_TRUNCATED_IMAGES` stays off).
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind]) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise InvalidUploadError(
+                        f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.",
+                        code="image_too_large",
+                    )
+                if getattr(im, "n_frames", 1) != 1:
+                    raise InvalidUploadError(
+                        "Animated or multi-frame images are not accepted; upload one frame.",
+                        code="multi_frame",
+                    )
+                im.load()
+                upright = ImageOps.exif_transpose(im)
+                return to_gray_u8(upright)
+        except InvalidUploadError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InvalidUploadError(
+                "The image has too many pixels.", code="image_too_large"
+            ) from exc
+        except Exception as exc:  # hostile input: any decoder failure is a 400
+            raise InvalidUploadError(
+                "The image is corrupt or truncated and cannot be decoded.", code="corrupt_image"
+            ) from exc
+
+
+def to_gray_u8(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W) uint8 grayscale.
+
+    High bit depths are scaled over the range of values actually present (no wrap-around, order
+    preserved); alpha is composited over black; CMYK/palette/RGB go through Pillow's luminance.
+    """
+    mode = im.mode
+    if mode == "L":
+        return np.array(im, dtype=np.uint8)
+    if mode in _HIGH_BIT_MODES:
+        return scale_to_u8(np.asarray(im))
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in _ALPHA_MODES:
+        black = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        return np.array(Image.alpha_composite(black, im.convert("RGBA")).convert("L"))
+    if mode == "1":
+        return np.array(im.convert("L"), dtype=np.uint8)
+    return np.array(im.convert("RGB").convert("L"), dtype=np.uint8)
+
+
+def scale_to_u8(values: Any) -> np.ndarray:
+    """Linear min..max scaling of any numeric array to uint8 (a constant image becomes 0)."""
+    arr = np.asarray(values, dtype=np.float32)
+    lo, hi = float(arr.min()), float(arr.max())
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    arr -= lo
+    arr *= 255.0 / (hi - lo)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def encode_png(gray: np.ndarray) -> bytes:
+    """The canonical file: 8-bit grayscale PNG, no metadata chunks."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).save(
+        buf, format="PNG", compress_level=3
+    )
+    return buf.getvalue()

@@ -1,0 +1,263 @@
+"""Case intake and cancellation.
+
+`case_create` is the only way a case comes into being (page and API). Its contract:
+
+- **Validation first.** The case fields are checked (`full_clean`), then every file goes through
+  `diagnosis.imaging.validate_upload`. If anything fails, nothing is stored: no row, no file.
+  A bad file raises `InvalidUploadError` whose `code`/`message`/`status_code` are those of the
+  first bad file and whose `extra["files"]` lists every bad file as `{index, name, code, message}`.
+- **One transaction.** The Case (status `received`) and its XrayImages are created together;
+  canonical PNGs are written under generated names and deleted again if the transaction fails.
+  The prediction request runs on commit, so a worker never sees an uncommitted case.
+- **Idempotency-Key.** With a non-empty `idempotency_key`, a second call by the same user with the
+  same key returns the case created by the first call, unchanged (its files are not validated
+  or stored again, whatever they are). This holds under concurrency: the database's unique
+  constraint (created_by, idempotency_key) decides, and the loser returns the winner's case.
+  Keys are scoped per user and kept for the case's lifetime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from diagnosis.exceptions import (
+    InvalidStateError,
+    InvalidUploadError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from diagnosis.imaging import CanonicalImage, file_too_large_error, names, validate_upload
+from diagnosis.models import ApiClient, Case, XrayImage
+from diagnosis.selectors.cases import case_list
+from diagnosis.services.audit import audit_record
+from diagnosis.services.predictions import case_request_predictions
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY_MAX = 128
+CANCELLABLE = frozenset(
+    {
+        Case.Status.RECEIVED,
+        Case.Status.QUEUED,
+        Case.Status.PREDICTING,
+        Case.Status.PREDICTED,
+        Case.Status.IN_REVIEW,
+        Case.Status.FAILED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class _FileError:
+    index: int
+    name: str
+    error: InvalidUploadError
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "code": self.error.code,
+            "message": self.error.message,
+        }
+
+
+def case_create(
+    *,
+    user: AbstractBaseUser,
+    patient_ref: str,
+    body_part: str,
+    clinical_question: str,
+    files: Sequence[UploadedFile],
+    source: str = Case.Source.WEB,
+    api_client: ApiClient | None = None,
+    idempotency_key: str = "",
+    urgent: bool = False,
+) -> Case:
+    """Create a case with its images (see the module docstring for the full contract).
+
+    Raises `InvalidUploadError` (bad files, file count or key) or Django's `ValidationError`
+    (case fields). Call it outside a transaction: it commits its own, and only then requests
+    predictions.
+    """
+    idempotency_key = _clean_idempotency_key(idempotency_key)
+    if idempotency_key:
+        existing = _case_for_key(user=user, idempotency_key=idempotency_key)
+        if existing is not None:
+            logger.info("idempotent replay", extra={"case_uuid": str(existing.uuid)})
+            return existing
+
+    case = Case(
+        patient_ref=(patient_ref or "").strip(),
+        body_part=body_part,
+        clinical_question=(clinical_question or "").strip(),
+        created_by=user,
+        source=source,
+        api_client=api_client,
+        idempotency_key=idempotency_key,
+        urgent=bool(urgent),
+        status=Case.Status.RECEIVED,
+    )
+    if "\x00" in case.clinical_question:
+        raise ValidationError({"clinical_question": ["Null characters are not allowed."]})
+    case.full_clean(validate_unique=False, validate_constraints=False)
+    canonical = _validate_files(files)
+
+    written: list[str] = []
+    try:
+        case = _case_store(case=case, canonical=canonical, written=written)
+    except IntegrityError:
+        _delete_files(written)
+        if idempotency_key:
+            existing = _case_for_key(user=user, idempotency_key=idempotency_key)
+            if existing is not None:
+                logger.info("idempotent race", extra={"case_uuid": str(existing.uuid)})
+                return existing
+        raise
+    except BaseException:
+        _delete_files(written)
+        raise
+    logger.info(
+        "case created",
+        extra={"case_uuid": str(case.uuid), "images": len(canonical), "source": source},
+    )
+    return case
+
+
+@transaction.atomic
+def _case_store(*, case: Case, canonical: list[CanonicalImage], written: list[str]) -> Case:
+    """Rows and files in one transaction; `written` collects file names for cleanup."""
+    case.save()
+    for position, image in enumerate(canonical):
+        row = XrayImage(
+            case=case,
+            position=position,
+            original_name=image.display_name,
+            sha256=image.sha256,
+            width=image.width,
+            height=image.height,
+            source_format=image.source_format,
+            source_bit_depth=image.bit_depth,
+            dicom_metadata=image.dicom_metadata,
+        )
+        row.file.save(names.generated_name("png"), ContentFile(image.png_bytes), save=False)
+        written.append(row.file.name)
+        if image.original_bytes is not None:
+            row.original_file.save(
+                names.generated_name(image.original_extension),
+                ContentFile(image.original_bytes),
+                save=False,
+            )
+            written.append(row.original_file.name)
+        row.full_clean(exclude=["case"], validate_unique=False, validate_constraints=False)
+        row.save()
+    audit_record(action="case.create", actor=case.created_by, obj=case, images=len(canonical))
+    # robust: a broker outage after commit must not turn the upload into a 500 (the sweeper
+    # re-enqueues cases left in `received`/`queued`).
+    transaction.on_commit(lambda: case_request_predictions(case=case), robust=True)
+    return case
+
+
+def _validate_files(files: Sequence[UploadedFile]) -> list[CanonicalImage]:
+    files = list(files or [])
+    if not files:
+        raise InvalidUploadError("Add at least one image.", code="no_files")
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+    if limit is not None and len(files) > limit:
+        raise InvalidUploadError(
+            f"Too many files: {len(files)} (at most {limit} per case).",
+            code="too_many_files",
+        )
+    canonical: list[CanonicalImage] = []
+    errors: list[_FileError] = []
+    for index, upload in enumerate(files):
+        display = names.sanitize_display_name(getattr(upload, "name", "") or "")
+        try:
+            canonical.append(_validate_one(upload))
+        except InvalidUploadError as exc:
+            errors.append(_FileError(index=index, name=display, error=exc))
+    if errors:
+        first = errors[0]
+        for error in errors:
+            logger.info(
+                "upload rejected", extra={"code": error.error.code, "file_index": error.index}
+            )
+        raise InvalidUploadError(
+            first.error.message if len(files) == 1 else f"{first.name}: {first.error.message}",
+            code=first.error.code,
+            status_code=first.error.status_code,
+            files=[error.as_dict() for error in errors],
+        )
+    return canonical
+
+
+def _validate_one(upload: UploadedFile) -> CanonicalImage:
+    size = getattr(upload, "size", None)
+    if size is not None and size > settings.UPLOAD_MAX_FILE_BYTES:
+        raise file_too_large_error()  # refused before anything is read into memory
+    upload.seek(0)
+    data = upload.read(settings.UPLOAD_MAX_FILE_BYTES + 1)
+    return validate_upload(data, getattr(upload, "name", "") or "")
+
+
+def _clean_idempotency_key(key: str | None) -> str:
+    key = (key or "").strip()
+    if len(key) > IDEMPOTENCY_KEY_MAX or not all(33 <= ord(ch) < 127 for ch in key):
+        raise InvalidUploadError(
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters.",
+            code="invalid_idempotency_key",
+        )
+    return key
+
+
+def _case_for_key(*, user: AbstractBaseUser, idempotency_key: str) -> Case | None:
+    return Case.objects.filter(created_by=user, idempotency_key=idempotency_key).first()
+
+
+def _delete_files(names_written: list[str]) -> None:
+    for name in names_written:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.warning("could not delete orphan upload", extra={"storage_name": name})
+
+
+@transaction.atomic
+def case_cancel(*, case: Case, user: AbstractBaseUser) -> Case:
+    """The case's creator (or staff) cancels a case that is not yet reviewed.
+
+    Raises NotFoundError if the user may not see the case, PermissionDeniedError if they see it
+    but did not create it, InvalidStateError if it is already reviewed or cancelled.
+    """
+    if not case_list(user=user).filter(pk=case.pk).exists():
+        raise NotFoundError("Case not found.")
+    locked = Case.objects.select_for_update().get(pk=case.pk)
+    if locked.created_by_id != user.pk and not user.is_staff:
+        raise PermissionDeniedError("Only the person who created the case can cancel it.")
+    if locked.status not in CANCELLABLE:
+        raise InvalidStateError(
+            f"A {locked.get_status_display().lower()} case cannot be cancelled."
+        )
+    locked.status = Case.Status.CANCELLED
+    locked.status_reason = "Cancelled by the submitter."
+    locked.claimed_by = None
+    locked.claim_expires_at = None
+    locked.updated_at = timezone.now()
+    locked.save(
+        update_fields=["status", "status_reason", "claimed_by", "claim_expires_at", "updated_at"]
+    )
+    audit_record(action="case.cancel", actor=user, obj=locked)
+    logger.info("case cancelled", extra={"case_uuid": str(locked.uuid)})
+    return locked

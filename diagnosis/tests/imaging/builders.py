@@ -1,0 +1,363 @@
+"""Test inputs generated in code: hostile files (RELIABILITY.md §2) and awkward-but-valid ones.
+
+Shared by the page and API upload tests: `BAD_INPUTS` lists (id, filename, content_type, builder,
+expected status, expected code).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+SAMPLES_DIR = Path(__file__).resolve().parents[3] / "samples"
+
+
+# --- small helpers ---------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
+
+
+def raw_png(width: int, height: int, idat: bytes, *, bit_depth: int = 8, colour: int = 0) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def zero_rows_idat(width: int, height: int, *, level: int = 9) -> bytes:
+    """Compressed scanlines of zeros (filter byte 0), streamed so memory stays small."""
+    comp = zlib.compressobj(level)
+    row = b"\x00" * (width + 1)
+    parts = [comp.compress(row) for _ in range(height)]
+    parts.append(comp.flush())
+    return b"".join(parts)
+
+
+def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def gradient(width: int = 64, height: int = 48) -> np.ndarray:
+    """Asymmetric uint8 pattern: bright top-left corner block, horizontal ramp."""
+    arr = np.tile(np.linspace(0, 200, width, dtype=np.uint8), (height, 1))
+    arr[: height // 4, : width // 4] = 255
+    return arr
+
+
+def sample_jpeg() -> bytes:
+    return sorted(SAMPLES_DIR.glob("*.jpg"))[0].read_bytes()
+
+
+# --- bad inputs ------------------------------------------------------------------------------------
+
+
+def empty() -> bytes:
+    return b""
+
+
+def truncated_jpeg(fraction: float) -> Callable[[], bytes]:
+    def build() -> bytes:
+        data = sample_jpeg()
+        return data[: int(len(data) * fraction)]
+
+    return build
+
+
+@functools.cache
+def png_pixel_bomb() -> bytes:
+    """20000 x 20000 zero rows: ~400 KB on disk, 400 Mpx decoded."""
+    return raw_png(20000, 20000, zero_rows_idat(20000, 20000))
+
+
+@functools.cache
+def png_100_mpx() -> bytes:
+    return raw_png(10000, 10000, zero_rows_idat(10000, 10000))
+
+
+def png_header_claims_50000() -> bytes:
+    return raw_png(50000, 50000, zlib.compress(b"\x00" * 64))
+
+
+def multi_frame_tiff() -> bytes:
+    frames = [Image.fromarray(gradient()), Image.fromarray(255 - gradient())]
+    return encode(frames[0], "TIFF", save_all=True, append_images=frames[1:])
+
+
+def animated_gif() -> bytes:
+    frames = [
+        Image.fromarray(gradient()).convert("P"),
+        Image.fromarray(255 - gradient()).convert("P"),
+    ]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def apng() -> bytes:
+    frames = [Image.fromarray(gradient()), Image.fromarray(255 - gradient())]
+    return encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100)
+
+
+def dicom_dataset(
+    pixels: np.ndarray,
+    *,
+    bits_stored: int | None = None,
+    photometric: str = "MONOCHROME2",
+    window: tuple[float, float] | None = None,
+    phi: bool = False,
+) -> Dataset:
+    """A minimal DX image data set around `pixels` (uint8 or uint16, 2-D)."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray, for presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "DX"
+    ds.BodyPartExamined = "HAND"
+    ds.ViewPosition = "PA"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    bits_allocated = 8 if pixels.dtype == np.uint8 else 16
+    ds.BitsAllocated = bits_allocated
+    ds.BitsStored = bits_stored or bits_allocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    ds.PixelSpacing = [0.1, 0.1]
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    if phi:
+        ds.PatientName = "Doe^Jane<script>alert(1)</script>"
+        ds.PatientID = "MRN-0042-SECRET"
+        ds.PatientBirthDate = "19700101"
+        ds.PatientAddress = "1 Secret Street, Springfield"
+        ds.InstitutionName = "St Example Hospital"
+        ds.ReferringPhysicianName = "Who^Doctor"
+        ds.StudyDate = "20240102"
+        ds.AccessionNumber = "ACC-SECRET-1"
+        ds.OtherPatientIDsSequence = Sequence([Dataset()])
+        ds.OtherPatientIDsSequence[0].PatientID = "OTHER-SECRET-ID"
+        ds.RequestAttributesSequence = Sequence([Dataset()])
+        ds.RequestAttributesSequence[0].RequestedProcedureID = "REQ-SECRET"
+        block = ds.private_block(0x0011, "ACME SECRET", create=True)
+        block.add_new(0x01, "LO", "private-secret-value")
+    return ds
+
+
+def dicom_bytes(ds: Dataset, *, preamble: bytes = b"\x00" * 128) -> bytes:
+    ds.preamble = preamble
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def dicom_huge_header() -> bytes:
+    """Header claiming 65535 x 65535 x 1000 frames with 64 bytes of pixel data."""
+    ds = dicom_dataset(np.zeros((8, 8), np.uint8))
+    ds.Rows = ds.Columns = 65535
+    ds.NumberOfFrames = 1000
+    ds.PixelData = b"\x00" * 64
+    return dicom_bytes(ds)
+
+
+def dicom_short_pixel_data() -> bytes:
+    """A plausible 2000 x 2000 header with 64 bytes of pixel data."""
+    ds = dicom_dataset(np.zeros((8, 8), np.uint8))
+    ds.Rows = ds.Columns = 2000
+    ds.PixelData = b"\x00" * 64
+    return dicom_bytes(ds)
+
+
+def dicom_multi_frame() -> bytes:
+    ds = dicom_dataset(np.zeros((16, 16), np.uint8))
+    ds.NumberOfFrames = 2
+    ds.PixelData = b"\x00" * (16 * 16 * 2)
+    return dicom_bytes(ds)
+
+
+def not_dicom() -> bytes:
+    return b"\x00" * 128 + b"NOPE" + bytes(range(256)) * 4
+
+
+def svg_with_script() -> bytes:
+    return (
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b"<script>alert(document.cookie)</script><rect width='10' height='10'/></svg>"
+    )
+
+
+def html_page() -> bytes:
+    return b"<!doctype html><html><body><script>alert(1)</script></body></html>"
+
+
+def elf_binary() -> bytes:
+    return b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" * 200
+
+
+def pe_binary() -> bytes:
+    return b"MZ\x90\x00" + b"\x00" * 56 + b"PE\x00\x00" + b"\x00" * 200
+
+
+def oversize_png() -> bytes:
+    """Bigger than the test's UPLOAD_MAX_FILE_BYTES (see OVERSIZE_LIMIT)."""
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400), dtype=np.uint8)
+    return encode(Image.fromarray(noise), "PNG", compress_level=0)
+
+
+OVERSIZE_LIMIT = 100_000  # bytes; tests set settings.UPLOAD_MAX_FILE_BYTES to this
+
+
+@dataclass(frozen=True)
+class BadInput:
+    id: str
+    filename: str
+    content_type: str
+    build: Callable[[], bytes]
+    status: int
+    code: str
+
+
+BAD_INPUTS: tuple[BadInput, ...] = (
+    BadInput("empty", "x.png", "image/png", empty, 400, "empty_file"),
+    BadInput("truncated-jpeg-30", "x.jpg", "image/jpeg", truncated_jpeg(0.3), 400, "corrupt_image"),
+    BadInput("truncated-jpeg-60", "x.jpg", "image/jpeg", truncated_jpeg(0.6), 400, "corrupt_image"),
+    BadInput("truncated-jpeg-90", "x.jpg", "image/jpeg", truncated_jpeg(0.9), 400, "corrupt_image"),
+    BadInput("png-pixel-bomb", "x.png", "image/png", png_pixel_bomb, 400, "image_too_large"),
+    BadInput("png-100-mpx", "x.png", "image/png", png_100_mpx, 400, "image_too_large"),
+    BadInput(
+        "png-header-50000", "x.png", "image/png", png_header_claims_50000, 400, "image_too_large"
+    ),
+    BadInput(
+        "multi-frame-tiff", "x.tif", "image/tiff", multi_frame_tiff, 400, "unsupported_format"
+    ),
+    BadInput("animated-gif", "x.gif", "image/gif", animated_gif, 400, "unsupported_format"),
+    BadInput("apng", "x.png", "image/png", apng, 400, "multi_frame"),
+    BadInput(
+        "dicom-65535x65535x1000",
+        "x.dcm",
+        "application/dicom",
+        dicom_huge_header,
+        400,
+        "image_too_large",
+    ),
+    BadInput(
+        "dicom-short-pixel-data",
+        "x.dcm",
+        "application/dicom",
+        dicom_short_pixel_data,
+        400,
+        "invalid_dicom",
+    ),
+    BadInput(
+        "dicom-multi-frame", "x.dcm", "application/dicom", dicom_multi_frame, 400, "multi_frame"
+    ),
+    BadInput("not-dicom-named-dcm", "x.dcm", "application/dicom", not_dicom, 400, "invalid_dicom"),
+    BadInput(
+        "svg-with-script", "x.svg", "image/svg+xml", svg_with_script, 400, "unsupported_format"
+    ),
+    BadInput("svg-named-png", "x.png", "image/png", svg_with_script, 400, "unsupported_format"),
+    BadInput("html-named-png", "x.png", "image/png", html_page, 400, "unsupported_format"),
+    BadInput("elf-named-png", "x.png", "image/png", elf_binary, 400, "unsupported_format"),
+    BadInput("pe-named-png", "x.png", "image/png", pe_binary, 400, "unsupported_format"),
+    BadInput("over-size-body", "x.png", "image/png", oversize_png, 413, "file_too_large"),
+)
+
+
+# --- accepted inputs -------------------------------------------------------------------------------
+
+
+def png_16bit_ramp() -> bytes:
+    """16-bit grayscale PNG whose values span 0..65535 (a naive cast to 8 bit would wrap)."""
+    ramp = np.linspace(0, 65535, 64, dtype=np.float64).astype(np.uint16)
+    return encode(Image.fromarray(np.tile(ramp, (8, 1))), "PNG")
+
+
+def dicom_12bit_windowed() -> bytes:
+    """12-bit data (0..4095) with window centre 2048, width 1024 (so 1536..2560 spans 0..255)."""
+    values = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (16, 1))
+    return dicom_bytes(dicom_dataset(values, bits_stored=12, window=(2048, 1024)))
+
+
+def dicom_monochrome1() -> bytes:
+    values = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))
+    return dicom_bytes(dicom_dataset(values, photometric="MONOCHROME1"))
+
+
+def dicom_with_phi() -> bytes:
+    values = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))
+    return dicom_bytes(dicom_dataset(values, phi=True), preamble=b"PHI-IN-PREAMBLE " * 8)
+
+
+def dicom_without_preamble() -> bytes:
+    """Raw data set (explicit VR little endian), no 128-byte preamble and no file meta."""
+    ds = dicom_dataset(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1)))
+    del ds.file_meta
+    buf = io.BytesIO()
+    ds.save_as(buf, implicit_vr=False, little_endian=True)
+    return buf.getvalue()
+
+
+def cmyk_jpeg() -> bytes:
+    rgb = np.stack([gradient()] * 3, axis=-1)
+    return encode(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95)
+
+
+def palette_png() -> bytes:
+    return encode(Image.fromarray(gradient()).convert("P"), "PNG")
+
+
+def rgba_png() -> bytes:
+    rgba = np.dstack([gradient()] * 3 + [np.full_like(gradient(), 255)])
+    rgba[-4:, -4:, 3] = 0  # a transparent corner composites to black
+    return encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+def progressive_jpeg() -> bytes:
+    return encode(Image.fromarray(gradient()), "JPEG", quality=95, progressive=True)
+
+
+def exif_rotated_jpeg() -> bytes:
+    """Stored 64x48 with the bright block top-left; EXIF orientation 6 (rotate 90° clockwise to
+    view), so the upright image is 48x64 with the bright block top-right."""
+    image = Image.fromarray(gradient())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(image, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def png_with_html_appended() -> bytes:
+    return encode(Image.fromarray(gradient()), "PNG") + b"<html><script>alert(1)</script></html>"
+
+
+def decode_canonical(png_bytes: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png_bytes)) as im:
+        assert im.format == "PNG"
+        assert im.mode == "L"
+        return np.asarray(im)
