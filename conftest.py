@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
@@ -23,3 +25,29 @@ def sample_paths() -> list[Path]:
 @pytest.fixture
 def sample_jpeg_bytes(sample_paths: list[Path]) -> bytes:
     return sample_paths[0].read_bytes()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _flush_past_audit_guard() -> Iterator[None]:
+    """Transactional tests (live_server, worker processes) end with a flush, i.e. a TRUNCATE, which
+    the append-only trigger on the audit table refuses. Lift that trigger inside the flush's own
+    transaction only; the guard stays on for every other statement and session."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.execute_sql_flush
+    trigger = "diagnosis_auditevent_no_truncate"
+
+    def execute_sql_flush(self, sql_list):  # type: ignore[no-untyped-def]
+        if not any("diagnosis_auditevent" in sql for sql in sql_list):
+            return original(self, sql_list)
+        with transaction.atomic(using=self.connection.alias, savepoint=False):
+            with self.connection.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE diagnosis_auditevent DISABLE TRIGGER {trigger}")
+            original(self, sql_list)
+            with self.connection.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE diagnosis_auditevent ENABLE TRIGGER {trigger}")
+        return None
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    DatabaseOperations.execute_sql_flush = original

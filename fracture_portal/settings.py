@@ -258,6 +258,8 @@ SECOND_READ_MODEL_POSITIVE = env.bool("SECOND_READ_MODEL_POSITIVE", default=True
 SECOND_READ_ON_DISAGREEMENT = env.bool("SECOND_READ_ON_DISAGREEMENT", default=True)
 SECOND_READ_RANDOM_PERCENT = env.float("SECOND_READ_RANDOM_PERCENT", default=10.0)
 SECOND_READ_SEED = env.str("SECOND_READ_SEED", default="second-read")
+# Absolute address of the portal, for links in e-mails.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 # Retraining: snapshots of reviewed images (+ an optional base dataset folder), runs, gated promotion.
 RETRAIN_MIN_NEW_REVIEWS = env.int("RETRAIN_MIN_NEW_REVIEWS", default=50)  # 0 disables the schedule
 TRAINING_BASE_DATASET_DIR = env.str("TRAINING_BASE_DATASET_DIR", default="")  # split/label + manifest

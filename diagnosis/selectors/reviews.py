@@ -1,0 +1,464 @@
+"""Review workflow reads: the radiologists' queue, a case's reads, and reader statistics.
+
+A case waiting for a read is at one of three stages, derived from its status and flags alone (so the
+queue needs no join to find it):
+
+- first read: ``predicted``, or ``in_review`` with neither flag set (a first reader holds the claim);
+- second read: ``in_review`` with ``needs_second_read`` and not ``needs_adjudication``;
+- adjudication: ``in_review`` with ``needs_adjudication``.
+
+Statistics are computed by pure functions (`cohen_kappa`, `sensitivity_specificity`) over label
+pairs; `review_statistics` only gathers the pairs.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from diagnosis.exceptions import NotFoundError
+from diagnosis.models import BodyPart, Case, Label, Prediction, Review, XrayImage
+
+STAGE_FIRST = Review.Read.FIRST
+STAGE_SECOND = Review.Read.SECOND
+STAGE_ADJUDICATION = Review.Read.ADJUDICATION
+STAGE_NAMES = {
+    STAGE_FIRST: "First read",
+    STAGE_SECOND: "Second read",
+    STAGE_ADJUDICATION: "Adjudication",
+}
+QUEUE_STATUSES = (Case.Status.PREDICTED, Case.Status.IN_REVIEW)
+
+User = AbstractBaseUser | AnonymousUser
+
+
+# --- Stages and who may do them -------------------------------------------------------------------
+
+
+def stage_q(stage: int) -> Q:
+    """SQL condition for cases waiting at `stage` (see the module docstring)."""
+    if stage == STAGE_FIRST:
+        return Q(status=Case.Status.PREDICTED) | Q(
+            status=Case.Status.IN_REVIEW, needs_second_read=False, needs_adjudication=False
+        )
+    if stage == STAGE_SECOND:
+        return Q(status=Case.Status.IN_REVIEW, needs_second_read=True, needs_adjudication=False)
+    if stage == STAGE_ADJUDICATION:
+        return Q(status=Case.Status.IN_REVIEW, needs_adjudication=True)
+    raise ValueError(f"unknown stage {stage}")
+
+
+def case_review_stage(case: Case) -> int | None:
+    """The read the case waits for, or None when it is not in the review workflow."""
+    if case.status == Case.Status.PREDICTED:
+        return STAGE_FIRST
+    if case.status != Case.Status.IN_REVIEW:
+        return None
+    if case.needs_adjudication:
+        return STAGE_ADJUDICATION
+    if case.needs_second_read:
+        return STAGE_SECOND
+    return STAGE_FIRST
+
+
+def user_stages(user: User) -> list[int]:
+    """Stages the user's permissions allow: reading needs `review_case`, adjudicating
+    `adjudicate_case` (radiologists and admins)."""
+    if not user.is_authenticated:
+        return []
+    stages = []
+    if user.has_perm("diagnosis.review_case"):
+        stages += [STAGE_FIRST, STAGE_SECOND]
+    if user.has_perm("diagnosis.adjudicate_case"):
+        stages.append(STAGE_ADJUDICATION)
+    return stages
+
+
+def user_can_use_queue(user: User) -> bool:
+    return bool(user_stages(user))
+
+
+def case_readers(*, case: Case) -> dict[int, set[int]]:
+    """read number -> ids of the users who made reads of that number on the case."""
+    readers: dict[int, set[int]] = defaultdict(set)
+    for read_number, reviewer_id in Review.objects.filter(image__case=case).values_list(
+        "read_number", "reviewer_id"
+    ):
+        readers[read_number].add(reviewer_id)
+    return readers
+
+
+def claim_is_active(case: Case, *, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    return bool(
+        case.claimed_by_id and case.claim_expires_at is not None and case.claim_expires_at > now
+    )
+
+
+# --- The queue ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    body_part: str | None = None
+    status: str | None = None
+    model_version: int | None = None
+    stage: int | None = None
+
+    @classmethod
+    def from_params(cls, params: Any) -> QueueFilters:
+        """Cleans query parameters; unknown values are ignored rather than rejected."""
+        body_part = params.get("body_part") or None
+        status = params.get("status") or None
+        stage = params.get("stage") or None
+        model_version = params.get("model_version") or None
+        return cls(
+            body_part=body_part if body_part in BodyPart.values else None,
+            status=status if status in QUEUE_STATUSES else None,
+            model_version=int(model_version)
+            if model_version and str(model_version).isdigit()
+            else None,
+            stage=int(stage) if stage in {"1", "2", "3"} else None,
+        )
+
+    def as_params(self) -> dict[str, str]:
+        return {
+            k: str(v)
+            for k, v in (
+                ("body_part", self.body_part),
+                ("status", self.status),
+                ("model_version", self.model_version),
+                ("stage", self.stage),
+            )
+            if v
+        }
+
+
+def _queue_base(
+    *, user: User, filters: QueueFilters, now: datetime, stages: list[int] | None = None
+) -> QuerySet[Case]:
+    stages = user_stages(user) if stages is None else stages
+    if not stages:
+        return Case.objects.none()
+    stage_filter = Q()
+    for stage in stages:
+        stage_filter |= stage_q(stage)
+    qs = Case.objects.filter(stage_filter, status__in=QUEUE_STATUSES)
+    # Nobody reads a case twice: a second reader is never the first, an adjudicator neither.
+    qs = qs.exclude(
+        Exists(Review.objects.filter(image__case_id=OuterRef("pk"), reviewer_id=user.pk))
+    )
+    # Cases another reader holds an unexpired claim on are not available.
+    qs = qs.filter(
+        Q(claimed_by__isnull=True) | Q(claimed_by_id=user.pk) | Q(claim_expires_at__lte=now)
+    )
+    if filters.body_part:
+        qs = qs.filter(body_part=filters.body_part)
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.model_version:
+        qs = qs.filter(
+            Exists(
+                Prediction.objects.filter(
+                    image__case_id=OuterRef("pk"), model_version_id=filters.model_version
+                )
+            )
+        )
+    return qs
+
+
+def review_queue(
+    *,
+    user: User,
+    filters: QueueFilters | None = None,
+    now: datetime | None = None,
+) -> QuerySet[Case]:
+    """Cases awaiting a read this user may do, most urgent first (priority, then waiting time).
+
+    Each row carries `top_probability` and `top_model_version` (the image with the highest
+    fracture probability) so the list needs no further query per row.
+    """
+    filters = filters or QueueFilters()
+    now = now or timezone.now()
+    stages = user_stages(user)
+    if filters.stage:
+        stages = [s for s in stages if s == filters.stage]
+    top = Prediction.objects.filter(
+        image__case_id=OuterRef("pk"), status=Prediction.Status.DONE
+    ).order_by("-probability")
+    return (
+        _queue_base(user=user, filters=filters, now=now, stages=stages)
+        .select_related("claimed_by")
+        .annotate(
+            top_probability=Subquery(top.values("probability")[:1]),
+            top_model_version=Subquery(top.values("model_version__version")[:1]),
+            image_count=Subquery(
+                XrayImage.objects.filter(case_id=OuterRef("pk"))
+                .order_by()
+                .values("case_id")
+                .annotate(n=Count("pk"))
+                .values("n")[:1]
+            ),
+        )
+        .order_by("-priority", "created_at")
+    )
+
+
+def review_queue_counts(
+    *, user: User, filters: QueueFilters | None = None, now: datetime | None = None
+) -> dict[str, int]:
+    """Counts of the user's queue by stage (one query); `mine` counts the claims the user holds."""
+    now = now or timezone.now()
+    base = _queue_base(user=user, filters=filters or QueueFilters(), now=now)
+    counts = base.aggregate(
+        total=Count("pk"),
+        first=Count("pk", filter=stage_q(STAGE_FIRST)),
+        second=Count("pk", filter=stage_q(STAGE_SECOND)),
+        adjudication=Count("pk", filter=stage_q(STAGE_ADJUDICATION)),
+        mine=Count("pk", filter=Q(claimed_by_id=user.pk, claim_expires_at__gt=now)),
+    )
+    return {k: int(v or 0) for k, v in counts.items()}
+
+
+def review_claims_held(*, user: User, now: datetime | None = None) -> QuerySet[Case]:
+    """Cases the user holds an unexpired claim on (shown at the top of the queue)."""
+    now = now or timezone.now()
+    if not user.is_authenticated:
+        return Case.objects.none()
+    return Case.objects.filter(
+        claimed_by_id=user.pk, claim_expires_at__gt=now, status__in=QUEUE_STATUSES
+    ).order_by("claim_expires_at")
+
+
+def review_case_get(*, user: User, case_uuid: uuid_lib.UUID | str) -> Case:
+    """A case for the review screens. Only queue users reach it; others get NotFoundError."""
+    if not user_can_use_queue(user):
+        raise NotFoundError("Case not found.")
+    try:
+        return Case.objects.select_related("created_by", "claimed_by").get(uuid=case_uuid)
+    except (Case.DoesNotExist, ValueError) as exc:
+        raise NotFoundError("Case not found.") from exc
+
+
+# --- A case's images, predictions and reads --------------------------------------------------------
+
+
+@dataclass
+class ImageReads:
+    image: XrayImage
+    prediction: Prediction | None
+    reads: dict[int, Review] = field(default_factory=dict)
+
+    @property
+    def model_label(self) -> str:
+        return self.prediction.label if self.prediction is not None else ""
+
+    def final_read(self) -> Review | None:
+        return self.reads[max(self.reads)] if self.reads else None
+
+    def final_region(self) -> dict | None:
+        """The region of the deciding read, else of an earlier read that reached the same label."""
+        final = self.final_read()
+        if final is None:
+            return None
+        if final.region:
+            return final.region
+        for number in sorted(self.reads, reverse=True):
+            read = self.reads[number]
+            if read.final_label == final.final_label and read.region:
+                return read.region
+        return None
+
+
+def latest_prediction(image: XrayImage) -> Prediction | None:
+    """The newest finished prediction among the image's prefetched `done_predictions`."""
+    done = getattr(image, "done_predictions", None)
+    if done is None:
+        done = list(
+            image.predictions.filter(status=Prediction.Status.DONE).select_related("model_version")
+        )
+    return max(done, key=lambda p: (p.created_at, p.pk)) if done else None
+
+
+def case_image_reads(*, case: Case, visible_reads: Iterable[int] | None = None) -> list[ImageReads]:
+    """The case's images in order, each with its newest finished prediction and the reads whose
+    numbers are in `visible_reads` (all when None). Three queries whatever the image count."""
+    images = (
+        XrayImage.objects.filter(case=case)
+        .order_by("position", "pk")
+        .prefetch_related(
+            Prefetch(
+                "predictions",
+                queryset=Prediction.objects.filter(status=Prediction.Status.DONE).select_related(
+                    "model_version"
+                ),
+                to_attr="done_predictions",
+            )
+        )
+    )
+    result = [ImageReads(image=img, prediction=latest_prediction(img)) for img in images]
+    if visible_reads is None or list(visible_reads):
+        reviews = Review.objects.filter(image__case=case).select_related("reviewer")
+        if visible_reads is not None:
+            reviews = reviews.filter(read_number__in=list(visible_reads))
+        by_image = {item.image.pk: item for item in result}
+        for review in reviews:
+            by_image[review.image_id].reads[review.read_number] = review
+    return result
+
+
+def case_review_summary(*, case: Case) -> dict[str, Any] | None:
+    """What the clinician sees once the case is reviewed: final label, the readers and when, the
+    model's result beside it and the deciding region per image. None before the review ends."""
+    if case.status != Case.Status.REVIEWED:
+        return None
+    images = case_image_reads(case=case)
+    readers: dict[tuple[int, int], Review] = {}
+    for item in images:
+        for number, read in item.reads.items():
+            readers.setdefault((number, read.reviewer_id), read)
+    return {
+        "final_label": case.final_label,
+        "final_label_display": Label(case.final_label).label if case.final_label else "",
+        "reviewed_at": case.reviewed_at,
+        "adjudicated": case.needs_adjudication,
+        "second_read": case.needs_second_read,
+        "readers": [
+            {
+                "read_number": number,
+                "read_name": STAGE_NAMES.get(number, ""),
+                "reviewer": read.reviewer.get_username(),
+                "at": read.created_at,
+            }
+            for (number, _), read in sorted(readers.items())
+        ],
+        "images": images,
+    }
+
+
+# --- Statistics ---------------------------------------------------------------------------------------
+
+
+def cohen_kappa(pairs: Iterable[tuple[str, str]]) -> float | None:
+    """Cohen's kappa of two raters over the same items: (p_o - p_e) / (1 - p_e).
+
+    None when there are no items or chance agreement is total (both raters used one category).
+    """
+    pairs = list(pairs)
+    n = len(pairs)
+    if n == 0:
+        return None
+    observed = sum(1 for a, b in pairs if a == b) / n
+    count_a: dict[str, int] = defaultdict(int)
+    count_b: dict[str, int] = defaultdict(int)
+    for a, b in pairs:
+        count_a[a] += 1
+        count_b[b] += 1
+    expected = sum(count_a[c] * count_b.get(c, 0) for c in count_a) / (n * n)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1.0 - expected)
+
+
+def sensitivity_specificity(
+    pairs: Iterable[tuple[str, str]], *, positive: str = Label.FRACTURED
+) -> dict[str, Any]:
+    """(model label, confirmed label) pairs -> confusion counts, sensitivity, specificity.
+
+    A rate is None when its denominator is zero.
+    """
+    tp = fp = tn = fn = 0
+    for predicted, truth in pairs:
+        if truth == positive:
+            if predicted == positive:
+                tp += 1
+            else:
+                fn += 1
+        elif predicted == positive:
+            fp += 1
+        else:
+            tn += 1
+    return {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "n": tp + fp + tn + fn,
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "specificity": tn / (tn + fp) if tn + fp else None,
+    }
+
+
+def _stats_row(
+    reader_pairs: list[tuple[str, str]],
+    model_reader_pairs: list[tuple[str, str]],
+    confirmed_pairs: list[tuple[str, str]],
+) -> dict[str, Any]:
+    return {
+        "reader_pairs": len(reader_pairs),
+        "reader_kappa": cohen_kappa(reader_pairs),
+        "model_reader_pairs": len(model_reader_pairs),
+        "model_reader_kappa": cohen_kappa(model_reader_pairs),
+        "confirmed": sensitivity_specificity(confirmed_pairs),
+    }
+
+
+def review_statistics(*, body_part: str | None = None) -> dict[str, Any]:
+    """Agreement and running accuracy per body part and overall.
+
+    - readers: first vs second read of the same image (Cohen's kappa);
+    - model vs readers: the model's label at its default operating point vs each first and
+      second read's label;
+    - the model's sensitivity/specificity against confirmed labels (the deciding read of every
+      image of a reviewed case).
+    """
+    reviews = Review.objects.all()
+    if body_part:
+        reviews = reviews.filter(image__case__body_part=body_part)
+    rows = reviews.values_list(
+        "image_id",
+        "read_number",
+        "final_label",
+        "prediction__label",
+        "image__case__body_part",
+        "image__case__status",
+    ).order_by()
+    per_image: dict[int, dict[str, Any]] = {}
+    for image_id, number, label, model_label, part, status in rows:
+        item = per_image.setdefault(
+            image_id, {"part": part, "reviewed": status == Case.Status.REVIEWED, "reads": {}}
+        )
+        item["reads"][number] = (label, model_label or "")
+
+    groups: dict[str, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
+    for item in per_image.values():
+        reads = item["reads"]
+        for key in ("all", item["part"]):
+            reader_pairs, model_pairs, confirmed = groups[key]
+            if STAGE_FIRST in reads and STAGE_SECOND in reads:
+                reader_pairs.append((reads[STAGE_FIRST][0], reads[STAGE_SECOND][0]))
+            for number in (STAGE_FIRST, STAGE_SECOND):
+                if number in reads and reads[number][1]:
+                    model_pairs.append((reads[number][1], reads[number][0]))
+            if item["reviewed"]:
+                final_label = reads[max(reads)][0]
+                model_label = reads[min(reads)][1]
+                if model_label:
+                    confirmed.append((model_label, final_label))
+
+    labels = dict(BodyPart.choices)
+    result_rows = [
+        {"key": "all", "name": "All body parts", **_stats_row(*groups["all"])},
+    ]
+    for key, name in labels.items():
+        if key in groups:
+            result_rows.append({"key": key, "name": name, **_stats_row(*groups[key])})
+    return {"rows": result_rows, "images": len(per_image)}
