@@ -1,10 +1,226 @@
-"""Signed webhook notifications to API clients."""
+"""Signed webhook notifications to API clients.
+
+`webhook_notify` records one WebhookDelivery per (client, case, event) and dispatches the delivery
+task after commit. `webhook_deliver` makes one attempt: it POSTs the JSON payload with
+`X-Fracture-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` and records the outcome.
+Network errors and 5xx answers are retried by the task with exponential backoff; 4xx are final.
+Only http(s) URLs are accepted, and outside DEBUG/tests private, loopback and link-local targets
+are refused (WEBHOOK_ALLOW_PRIVATE_TARGETS) so a webhook cannot reach the internal network.
+"""
 
 from __future__ import annotations
 
-from diagnosis.models import Case
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from diagnosis.exceptions import DomainError
+from diagnosis.models import Case, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+EVENTS = ("case.predicted", "case.reviewed")
+SIGNATURE_HEADER = "X-Fracture-Signature"
+EVENT_HEADER = "X-Fracture-Event"
+DELIVERY_HEADER = "X-Fracture-Delivery"
 
 
-def webhook_notify(*, case: Case, event: str) -> None:
+class InvalidWebhookUrlError(DomainError):
+    code, status_code = "invalid_webhook_url", 400
+
+
+class WebhookRetryableError(Exception):
+    """A network error or a 5xx answer: the task tries again later."""
+
+
+def webhook_sign(*, secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header value for `body` sent at `timestamp` (unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def webhook_verify(
+    *, secret: str, body: bytes, header: str, tolerance_s: int = 300, now: float | None = None
+) -> bool:
+    """What a receiver does: check the HMAC in constant time and reject stale timestamps."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((now if now is not None else time.time()) - timestamp) > tolerance_s:
+        return False
+    expected = webhook_sign(secret=secret, body=body, timestamp=timestamp)
+    return hmac.compare_digest(expected, f"t={timestamp},v1={parts.get('v1', '')}")
+
+
+def webhook_url_validate(*, url: str, resolve: bool = True) -> None:
+    """Refuse anything but http(s) URLs, and (unless WEBHOOK_ALLOW_PRIVATE_TARGETS) hosts that
+    resolve to private, loopback, link-local, reserved or multicast addresses."""
+    if len(url) > 500 or "\x00" in url:
+        raise InvalidWebhookUrlError("The webhook URL is too long or malformed.")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidWebhookUrlError("The webhook URL must be an http(s) URL with a host.")
+    if parts.username or parts.password:
+        raise InvalidWebhookUrlError("The webhook URL must not carry credentials.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise InvalidWebhookUrlError("The webhook URL has an invalid port.") from exc
+    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS or not resolve:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidWebhookUrlError("The webhook host does not resolve.") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not address.is_global or address.is_multicast:
+            raise InvalidWebhookUrlError(
+                "The webhook host resolves to a private or reserved address."
+            )
+
+
+def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
+    """The event body: ids, status and the result summary; the client fetches details by API."""
+    images = []
+    for image in case.images.all().order_by("position"):
+        prediction = (
+            image.predictions.select_related("model_version").order_by("-created_at").first()
+        )
+        images.append(
+            {
+                "id": image.pk,
+                "position": image.position,
+                "prediction": None
+                if prediction is None
+                else {
+                    "status": prediction.status,
+                    "probability": prediction.probability,
+                    "label": prediction.label or None,
+                    "model_version": prediction.model_version.version,
+                },
+            }
+        )
+    return {
+        "event": event,
+        "case": {
+            "id": str(case.uuid),
+            "status": case.status,
+            "final_label": case.final_label or None,
+            "status_url": f"/api/v1/cases/{case.uuid}/",
+            "images": images,
+        },
+        "occurred_at": timezone.now().isoformat(),
+    }
+
+
+def webhook_notify(*, case: Case, event: str) -> WebhookDelivery | None:
     """Queue a signed POST of `event` ("case.predicted", "case.reviewed") to the case's API client,
-    if it has one. Safe to call inside a transaction: delivery is dispatched on commit."""
+    if it has one. Safe to call inside a transaction: delivery is dispatched on commit. Idempotent:
+    one delivery per (client, case, event)."""
+    from diagnosis.tasks.webhooks import webhook_deliver as webhook_deliver_task
+
+    if event not in EVENTS:
+        raise ValueError(f"unknown webhook event {event!r}")
+    client = case.api_client
+    if client is None or not client.is_active or not client.webhook_url:
+        return None
+    with transaction.atomic():
+        delivery, created = WebhookDelivery.objects.get_or_create(
+            client=client,
+            case=case,
+            event=event,
+            defaults={"payload": webhook_payload(case=case, event=event)},
+        )
+        if created:
+            webhook_deliver_task.delay_on_commit(delivery.pk)
+    logger.info(
+        "webhook queued" if created else "webhook already queued",
+        extra={"delivery_id": delivery.pk, "case_id": case.pk, "api_client_id": client.pk},
+    )
+    return delivery
+
+
+def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery:
+    """One delivery attempt (no transaction is held open during the HTTP call).
+
+    Raises WebhookRetryableError on a network error or a 5xx unless `final_attempt`; the delivery
+    then stays `pending`. A 2xx marks it `delivered`, anything else (or the final failure) `failed`.
+    """
+    delivery = WebhookDelivery.objects.select_related("client").get(pk=delivery_id)
+    if delivery.status != WebhookDelivery.Status.PENDING:
+        return delivery  # a redelivered task: nothing to do
+    client = delivery.client
+    extra = {"delivery_id": delivery.pk, "case_id": delivery.case_id, "api_client_id": client.pk}
+    if not client.is_active or not client.webhook_url:
+        return _record(delivery, status=WebhookDelivery.Status.FAILED, error="client disabled")
+    try:
+        webhook_url_validate(url=client.webhook_url)
+    except InvalidWebhookUrlError as exc:
+        logger.warning("webhook target refused", extra=extra)
+        return _record(delivery, status=WebhookDelivery.Status.FAILED, error=exc.message)
+
+    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "FracturePortal-Webhook/1",
+        SIGNATURE_HEADER: webhook_sign(
+            secret=client.webhook_secret, body=body, timestamp=int(time.time())
+        ),
+        EVENT_HEADER: delivery.event,
+        DELIVERY_HEADER: str(delivery.pk),
+    }
+    try:
+        response = requests.post(
+            client.webhook_url,
+            data=body,
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            allow_redirects=False,  # a redirect could point anywhere, including inside
+        )
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        logger.warning("webhook attempt failed: network error", extra=extra)
+        if final_attempt:
+            return _record(delivery, status=WebhookDelivery.Status.FAILED, error=error)
+        _record(delivery, status=WebhookDelivery.Status.PENDING, error=error)
+        raise WebhookRetryableError(error) from exc
+
+    code = response.status_code
+    if 200 <= code < 300:
+        logger.info("webhook delivered", extra={**extra, "status_code": code})
+        return _record(delivery, status=WebhookDelivery.Status.DELIVERED, status_code=code)
+    error = f"HTTP {code}"
+    logger.warning("webhook attempt answered %s", code, extra=extra)
+    if code >= 500 and not final_attempt:
+        _record(delivery, status=WebhookDelivery.Status.PENDING, status_code=code, error=error)
+        raise WebhookRetryableError(error)
+    return _record(delivery, status=WebhookDelivery.Status.FAILED, status_code=code, error=error)
+
+
+def _record(
+    delivery: WebhookDelivery, *, status: str, status_code: int | None = None, error: str = ""
+) -> WebhookDelivery:
+    delivery.attempts += 1
+    delivery.status = status
+    delivery.last_status_code = status_code
+    delivery.last_error = error
+    fields = ["attempts", "status", "last_status_code", "last_error"]
+    if status == WebhookDelivery.Status.DELIVERED:
+        delivery.delivered_at = timezone.now()
+        fields.append("delivered_at")
+    delivery.save(update_fields=fields)
+    return delivery

@@ -1,0 +1,259 @@
+"""Input and output serializers. Inputs only validate; outputs only render. Nothing here saves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from diagnosis.models import (
+    PATIENT_REF_VALIDATOR,
+    BodyPart,
+    Case,
+    Label,
+    ModelVersion,
+    Prediction,
+    Review,
+    XrayImage,
+)
+from diagnosis.selectors.api import prediction_pick
+
+
+def _absolute(context: dict[str, Any], url: str) -> str:
+    request = context.get("request")
+    return request.build_absolute_uri(url) if request is not None else url
+
+
+# --- Cases: input ------------------------------------------------------------------------------------
+
+
+class CaseCreateInputSerializer(serializers.Serializer):
+    patient_ref = serializers.CharField(
+        max_length=64,
+        validators=[PATIENT_REF_VALIDATOR],
+        help_text="Pseudonymous patient reference (never a name): 1-64 letters, digits, . _ -",
+    )
+    body_part = serializers.ChoiceField(choices=BodyPart.choices)
+    clinical_question = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, default=""
+    )
+    urgent = serializers.BooleanField(required=False, default=False)
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True, use_url=False),
+        min_length=1,
+        max_length=settings.DATA_UPLOAD_MAX_NUMBER_FILES,
+        help_text="One or more radiographs (PNG, JPEG or DICOM), each as an `images` part.",
+    )
+
+
+class CaseListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Case.Status.choices, required=False)
+    body_part = serializers.ChoiceField(choices=BodyPart.choices, required=False)
+    created_after = serializers.DateTimeField(
+        required=False, help_text="Only cases created at or after this time (ISO 8601)."
+    )
+    created_before = serializers.DateTimeField(
+        required=False, help_text="Only cases created before this time (ISO 8601)."
+    )
+
+
+# --- Cases: output -----------------------------------------------------------------------------------
+
+
+class CaseCreatedOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    status = serializers.ChoiceField(choices=Case.Status.choices)
+    status_url = serializers.SerializerMethodField()
+    replayed = serializers.SerializerMethodField(
+        help_text="True when an earlier request with the same Idempotency-Key created this case."
+    )
+
+    def get_status_url(self, case: Case) -> str:
+        return _absolute(self.context, reverse("api:case-detail", kwargs={"uuid": case.uuid}))
+
+    def get_replayed(self, case: Case) -> bool:
+        return bool(self.context.get("replayed", False))
+
+
+class CaseListOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    url = serializers.SerializerMethodField()
+    patient_ref = serializers.CharField()
+    body_part = serializers.ChoiceField(choices=BodyPart.choices)
+    status = serializers.ChoiceField(choices=Case.Status.choices)
+    source = serializers.ChoiceField(choices=Case.Source.choices)
+    urgent = serializers.BooleanField()
+    final_label = serializers.ChoiceField(choices=Label.choices, allow_null=True)
+    image_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def get_url(self, case: Case) -> str:
+        return _absolute(self.context, reverse("api:case-detail", kwargs={"uuid": case.uuid}))
+
+    def to_representation(self, instance: Case) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["final_label"] = data["final_label"] or None
+        return data
+
+
+class PredictionOutputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Prediction.Status.choices)
+    probability = serializers.FloatField(
+        allow_null=True, help_text="Calibrated probability of a fracture."
+    )
+    label = serializers.SerializerMethodField(help_text="Label at the model's operating point.")
+    operating_point = serializers.CharField(source="model_version.default_operating_point")
+    threshold = serializers.SerializerMethodField()
+    labels = serializers.DictField(
+        child=serializers.CharField(), help_text="Label at each operating point."
+    )
+    model_version = serializers.CharField(source="model_version.version")
+    heatmap_url = serializers.SerializerMethodField(
+        help_text="Grad-CAM heat-map (RGBA PNG); localisation is approximate."
+    )
+    error = serializers.CharField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(serializers.ChoiceField(choices=Label.choices, allow_null=True))
+    def get_label(self, prediction: Prediction) -> str | None:
+        return prediction.label or None
+
+    def get_threshold(self, prediction: Prediction) -> float | None:
+        version = prediction.model_version
+        value = (version.thresholds or {}).get(version.default_operating_point)
+        return float(value) if value is not None else None
+
+    def get_heatmap_url(self, prediction: Prediction) -> str | None:
+        if prediction.status != Prediction.Status.DONE or not prediction.heatmap:
+            return None
+        url = reverse(
+            "api:case-image-heatmap",
+            kwargs={"uuid": self.context["case_uuid"], "image_id": prediction.image_id},
+        )
+        return _absolute(self.context, url)
+
+
+class ReadOutputSerializer(serializers.Serializer):
+    read_number = serializers.ChoiceField(choices=Review.Read.choices)
+    decision = serializers.ChoiceField(choices=Review.Decision.choices)
+    final_label = serializers.ChoiceField(choices=Label.choices)
+    reviewer = serializers.CharField(source="reviewer.username")
+    created_at = serializers.DateTimeField()
+
+
+class ImageOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    position = serializers.IntegerField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    source_format = serializers.ChoiceField(choices=XrayImage.SourceFormat.choices)
+    file_url = serializers.SerializerMethodField()
+    prediction = serializers.SerializerMethodField()
+    reads = serializers.SerializerMethodField()
+
+    def get_file_url(self, image: XrayImage) -> str:
+        url = reverse(
+            "api:case-image-file", kwargs={"uuid": self.context["case_uuid"], "image_id": image.pk}
+        )
+        return _absolute(self.context, url)
+
+    @extend_schema_field(PredictionOutputSerializer(allow_null=True))
+    def get_prediction(self, image: XrayImage) -> dict[str, Any] | None:
+        prediction = prediction_pick(image.predictions.all())
+        if prediction is None:
+            return None
+        return PredictionOutputSerializer(prediction, context=self.context).data
+
+    @extend_schema_field(ReadOutputSerializer(many=True))
+    def get_reads(self, image: XrayImage) -> list[dict[str, Any]]:
+        return ReadOutputSerializer(image.reviews.all(), many=True, context=self.context).data
+
+
+class CaseReviewOutputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=[("pending", "Pending"), ("in_review", "In review"), ("reviewed", "Reviewed")]
+    )
+    final_label = serializers.ChoiceField(choices=Label.choices, allow_null=True)
+    reviewed_by = serializers.CharField(allow_null=True)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+    needs_second_read = serializers.BooleanField()
+    needs_adjudication = serializers.BooleanField()
+
+
+class CaseDetailOutputSerializer(CaseListOutputSerializer):
+    clinical_question = serializers.CharField()
+    status_reason = serializers.CharField()
+    queued_at = serializers.DateTimeField(allow_null=True)
+    predicted_at = serializers.DateTimeField(allow_null=True)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+    model_version = serializers.SerializerMethodField()
+    review = serializers.SerializerMethodField()
+    images = serializers.SerializerMethodField()
+    image_count = serializers.SerializerMethodField()
+
+    def _child_context(self, case: Case) -> dict[str, Any]:
+        return {**self.context, "case_uuid": case.uuid}
+
+    def get_image_count(self, case: Case) -> int:
+        return len(case.images.all())
+
+    def get_model_version(self, case: Case) -> str | None:
+        for image in case.images.all():
+            prediction = prediction_pick(image.predictions.all())
+            if prediction is not None:
+                return prediction.model_version.version
+        return None
+
+    @extend_schema_field(CaseReviewOutputSerializer)
+    def get_review(self, case: Case) -> dict[str, Any]:
+        reads = [read for image in case.images.all() for read in image.reviews.all()]
+        last = max(reads, key=lambda r: (r.created_at, r.pk), default=None)
+        if case.status == Case.Status.REVIEWED:
+            status = "reviewed"
+        elif case.status == Case.Status.IN_REVIEW:
+            status = "in_review"
+        else:
+            status = "pending"
+        return {
+            "status": status,
+            "final_label": case.final_label or None,
+            "reviewed_by": last.reviewer.username if last is not None else None,
+            "reviewed_at": case.reviewed_at,
+            "needs_second_read": case.needs_second_read,
+            "needs_adjudication": case.needs_adjudication,
+        }
+
+    @extend_schema_field(ImageOutputSerializer(many=True))
+    def get_images(self, case: Case) -> list[dict[str, Any]]:
+        return ImageOutputSerializer(
+            case.images.all(), many=True, context=self._child_context(case)
+        ).data
+
+
+# --- Model registry ----------------------------------------------------------------------------------
+
+
+class ModelVersionOutputSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    status = serializers.ChoiceField(choices=ModelVersion.Status.choices)
+    architecture = serializers.CharField()
+    sha256 = serializers.CharField()
+    input_spec = serializers.DictField(child=serializers.JSONField())
+    thresholds = serializers.DictField(child=serializers.FloatField())
+    default_operating_point = serializers.CharField()
+    temperature = serializers.FloatField()
+    metrics = serializers.DictField(child=serializers.JSONField())
+    promoted_by = serializers.CharField(source="promoted_by.username", allow_null=True)
+    promoted_at = serializers.DateTimeField(allow_null=True)
+    notes = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def to_representation(self, instance: ModelVersion) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if instance.promoted_by_id is None:
+            data["promoted_by"] = None
+        return data

@@ -1,0 +1,246 @@
+"""REST API v1 viewsets: thin interfaces over selectors (reads) and services (writes).
+
+Every action names its scope (read / write / review / admin); a token request needs the scope on
+the token and the matching permission on its user. Querysets come from permission-scoped
+selectors, so a foreign object answers 404. Every PHI read or write is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from diagnosis.api import serializers as s
+from diagnosis.api.permissions import HasScope, request_token
+from diagnosis.api.schema import PortalAutoSchema
+from diagnosis.api.throttling import TokenScopeRateThrottle
+from diagnosis.exceptions import DomainError
+from diagnosis.models import Case
+from diagnosis.selectors import api as api_selectors
+from diagnosis.selectors.models import model_version_list
+from diagnosis.services.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+UUID_REGEX = r"[0-9a-fA-F-]{32,36}"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class CappedPageNumberPagination(PageNumberPagination):
+    """`page_size` is honoured up to 100; anything larger is capped, never an error."""
+
+    page_size = 25
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class PngRenderer(BaseRenderer):
+    """Lets clients ask for a file with `Accept: image/png`; errors still render as JSON."""
+
+    media_type = "image/png"
+    format = "png"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        return JSONRenderer().render(data)
+
+
+class ApiViewSet(viewsets.GenericViewSet):
+    """Base: authentication from settings (token, then session with CSRF), scope checks,
+    per-scope throttling and the error-aware schema."""
+
+    permission_classes = [IsAuthenticated, HasScope]
+    throttle_classes = [TokenScopeRateThrottle]
+    schema = PortalAutoSchema()
+    #: action -> scope; actions not listed need "read".
+    scopes: dict[str, str] = {}
+    #: action -> throttle scope, when it differs from the action's scope.
+    throttle_scopes: dict[str, str] = {}
+
+    def required_scope(self) -> str:
+        return self.scopes.get(self.action or "", "read")
+
+    def throttle_scope_for_action(self) -> str:
+        return self.throttle_scopes.get(self.action or "", self.required_scope())
+
+    def audit(self, action: str, obj: Any, **extra: Any) -> None:
+        token = request_token(self.request)
+        if token is not None:
+            extra["api_token"] = token.prefix
+        audit_record(action=action, request=self.request, obj=obj, via="api", **extra)
+
+
+def _file_response(field_file: Any, *, filename: str, content_type: str) -> FileResponse:
+    response = FileResponse(
+        field_file.open("rb"), as_attachment=True, filename=filename, content_type=content_type
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+_FILE_RESPONSE = OpenApiResponse(
+    response=OpenApiTypes.BINARY, description="PNG file, sent as an attachment."
+)
+
+
+@extend_schema(tags=["cases"])
+class CaseViewSet(ApiViewSet):
+    lookup_field = "uuid"
+    lookup_value_regex = UUID_REGEX
+    pagination_class = CappedPageNumberPagination
+    scopes = {"create": "write", "cancel": "write"}
+    throttle_scopes = {"create": "uploads"}
+
+    def get_parsers(self):
+        if getattr(self, "action", None) == "create" or self.request is None:
+            return [MultiPartParser(), FormParser()]
+        return [JSONParser()]
+
+    def get_renderers(self):
+        if getattr(self, "action", None) in ("image_file", "image_heatmap"):
+            return [JSONRenderer(), PngRenderer()]
+        return [JSONRenderer()]
+
+    @extend_schema(
+        parameters=[s.CaseListFilterSerializer],
+        responses=s.CaseListOutputSerializer(many=True),
+        summary="List cases visible to the caller",
+    )
+    def list(self, request: Request) -> Response:
+        filters = s.CaseListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = api_selectors.api_case_list(user=request.user, **filters.validated_data)
+        page = self.paginate_queryset(qs)
+        data = s.CaseListOutputSerializer(page, many=True, context={"request": request}).data
+        self.audit("case.list", None, count=len(page or []), page=request.query_params.get("page"))
+        return self.get_paginated_response(data)
+
+    @extend_schema(
+        request=s.CaseCreateInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Retrying with the same key returns the case the first request made.",
+            )
+        ],
+        responses={
+            202: s.CaseCreatedOutputSerializer,
+            200: OpenApiResponse(
+                s.CaseCreatedOutputSerializer,
+                description="A case with this Idempotency-Key already exists.",
+            ),
+        },
+        summary="Create a case from one or more radiographs (multipart)",
+    )
+    def create(self, request: Request) -> Response:
+        from diagnosis.services.cases import case_create
+
+        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+        if len(key) > 128 or any(not ch.isprintable() for ch in key):
+            raise DomainError(
+                "The Idempotency-Key must be at most 128 printable characters.",
+                field=IDEMPOTENCY_HEADER,
+            )
+        existing = api_selectors.api_case_get_by_idempotency_key(user=request.user, key=key)
+        if existing is not None:
+            self.audit("case.create", existing, outcome_detail="idempotent_replay")
+            body = s.CaseCreatedOutputSerializer(
+                existing, context={"request": request, "replayed": True}
+            ).data
+            return Response(body, status=status.HTTP_200_OK)
+        data = s.CaseCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        token = request_token(request)
+        case = case_create(
+            user=request.user,
+            patient_ref=data.validated_data["patient_ref"],
+            body_part=data.validated_data["body_part"],
+            clinical_question=data.validated_data["clinical_question"],
+            files=data.validated_data["images"],
+            source=Case.Source.API,
+            api_client=token.client if token is not None else None,
+            idempotency_key=key,
+            urgent=data.validated_data["urgent"],
+        )
+        logger.info("api case created", extra={"case_id": case.pk})
+        body = s.CaseCreatedOutputSerializer(case, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=s.CaseDetailOutputSerializer, summary="A case and its results")
+    def retrieve(self, request: Request, uuid: str) -> Response:
+        case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
+        self.audit("case.view", case)
+        return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)
+
+    @extend_schema(
+        request=None, responses=s.CaseDetailOutputSerializer, summary="Cancel a pending case"
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, uuid: str) -> Response:
+        case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
+        from diagnosis.services.cases import case_cancel
+
+        case_cancel(case=case, user=request.user)
+        case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
+        return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)
+
+    @extend_schema(responses={200: _FILE_RESPONSE}, summary="Download an image (canonical PNG)")
+    @action(detail=True, methods=["get"], url_path=r"images/(?P<image_id>[0-9]{1,18})/file")
+    def image_file(self, request: Request, uuid: str, image_id: str) -> FileResponse:
+        image = api_selectors.api_image_get(
+            user=request.user, case_uuid=uuid, image_id=int(image_id)
+        )
+        self.audit("image.download", image.case, image_id=image.pk)
+        return _file_response(
+            image.file, filename=f"case-{uuid}-image-{image.pk}.png", content_type="image/png"
+        )
+
+    @extend_schema(
+        responses={200: _FILE_RESPONSE},
+        summary="Download an image's Grad-CAM heat-map (RGBA PNG; localisation is approximate)",
+    )
+    @action(detail=True, methods=["get"], url_path=r"images/(?P<image_id>[0-9]{1,18})/heatmap")
+    def image_heatmap(self, request: Request, uuid: str, image_id: str) -> FileResponse:
+        prediction = api_selectors.api_heatmap_prediction_get(
+            user=request.user, case_uuid=uuid, image_id=int(image_id)
+        )
+        self.audit("heatmap.download", prediction.image.case, image_id=prediction.image_id)
+        return _file_response(
+            prediction.heatmap,
+            filename=f"case-{uuid}-image-{prediction.image_id}-heatmap.png",
+            content_type="image/png",
+        )
+
+
+@extend_schema(tags=["models"])
+class ModelVersionViewSet(ApiViewSet):
+    lookup_field = "version"
+    lookup_value_regex = r"[A-Za-z0-9._-]{1,64}"
+    pagination_class = CappedPageNumberPagination
+    scopes = {"list": "admin", "retrieve": "admin", "activate": "admin"}
+
+    @extend_schema(responses=s.ModelVersionOutputSerializer(many=True), summary="Model versions")
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(model_version_list())
+        return self.get_paginated_response(s.ModelVersionOutputSerializer(page, many=True).data)
+
+    @extend_schema(responses=s.ModelVersionOutputSerializer, summary="A model version")
+    def retrieve(self, request: Request, version: str) -> Response:
+        version_obj = api_selectors.api_model_version_get(version=version)
+        return Response(s.ModelVersionOutputSerializer(version_obj).data)

@@ -1,0 +1,155 @@
+"""Reads for the REST API and the token page, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Prefetch, QuerySet
+
+from diagnosis.exceptions import NotFoundError
+from diagnosis.models import (
+    ApiClient,
+    ApiToken,
+    Case,
+    ModelVersion,
+    Prediction,
+    Review,
+    WebhookDelivery,
+    XrayImage,
+)
+from diagnosis.selectors.cases import case_list
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def api_case_list(
+    *,
+    user: User,
+    status: str | None = None,
+    body_part: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Case]:
+    qs = case_list(user=user, status=status).annotate(image_count=Count("images"))
+    if body_part:
+        qs = qs.filter(body_part=body_part)
+    if created_after is not None:
+        qs = qs.filter(created_at__gte=created_after)
+    if created_before is not None:
+        qs = qs.filter(created_at__lt=created_before)
+    return qs
+
+
+def _images_with_results() -> Prefetch:
+    predictions = Prediction.objects.select_related("model_version").order_by("-created_at", "-pk")
+    reviews = Review.objects.select_related("reviewer").order_by("read_number")
+    return Prefetch(
+        "images",
+        queryset=XrayImage.objects.order_by("position").prefetch_related(
+            Prefetch("predictions", queryset=predictions),
+            Prefetch("reviews", queryset=reviews),
+        ),
+    )
+
+
+def api_case_get(*, user: User, case_uuid: uuid_lib.UUID | str) -> Case:
+    """The case with images, predictions and reads prefetched; NotFoundError when not visible."""
+    try:
+        return (
+            case_list(user=user)
+            .select_related("api_client")
+            .prefetch_related(_images_with_results())
+            .get(uuid=case_uuid)
+        )
+    except (Case.DoesNotExist, ValueError, ValidationError) as exc:
+        raise NotFoundError("Case not found.") from exc
+
+
+def api_case_get_by_idempotency_key(*, user: User, key: str) -> Case | None:
+    if not key or not user.is_authenticated:
+        return None
+    return Case.objects.filter(created_by=user, idempotency_key=key).first()
+
+
+def api_image_get(*, user: User, case_uuid: uuid_lib.UUID | str, image_id: int) -> XrayImage:
+    """An image of a case the user may see; NotFoundError otherwise."""
+    try:
+        return XrayImage.objects.select_related("case").get(
+            pk=image_id, case__in=case_list(user=user).filter(uuid=case_uuid)
+        )
+    except (XrayImage.DoesNotExist, ValueError, ValidationError) as exc:
+        raise NotFoundError("Image not found.") from exc
+
+
+def prediction_pick(predictions: Iterable[Prediction]) -> Prediction | None:
+    """The result to show for an image: the newest finished prediction (whatever version is
+    active now, since that is the one the reads were made against), else the newest attempt.
+    `predictions` is ordered newest first."""
+    predictions = list(predictions)
+    for prediction in predictions:
+        if prediction.status == Prediction.Status.DONE:
+            return prediction
+    return predictions[0] if predictions else None
+
+
+def api_heatmap_prediction_get(
+    *, user: User, case_uuid: uuid_lib.UUID | str, image_id: int
+) -> Prediction:
+    image = api_image_get(user=user, case_uuid=case_uuid, image_id=image_id)
+    prediction = prediction_pick(
+        image.predictions.select_related("model_version").order_by("-created_at", "-pk")
+    )
+    if prediction is None or prediction.status != Prediction.Status.DONE or not prediction.heatmap:
+        raise NotFoundError("No heat-map for this image yet.")
+    return prediction
+
+
+# --- Token page ------------------------------------------------------------------------------------
+
+
+def api_client_list(*, user: User) -> QuerySet[ApiClient]:
+    if not user.is_authenticated:
+        return ApiClient.objects.none()
+    tokens = ApiToken.objects.order_by("-created_at")
+    return (
+        ApiClient.objects.filter(user=user)
+        .prefetch_related(Prefetch("tokens", queryset=tokens))
+        .order_by("name", "pk")
+    )
+
+
+def api_client_get(*, user: User, client_id: int) -> ApiClient:
+    try:
+        return api_client_list(user=user).get(pk=client_id)
+    except (ApiClient.DoesNotExist, ValueError) as exc:
+        raise NotFoundError("API client not found.") from exc
+
+
+def api_token_get(*, user: User, token_id: int) -> ApiToken:
+    if not user.is_authenticated:
+        raise NotFoundError("Token not found.")
+    try:
+        return ApiToken.objects.select_related("client").get(pk=token_id, client__user=user)
+    except (ApiToken.DoesNotExist, ValueError) as exc:
+        raise NotFoundError("Token not found.") from exc
+
+
+def webhook_delivery_list(*, user: User, limit: int = 50) -> list[WebhookDelivery]:
+    if not user.is_authenticated:
+        return []
+    return list(
+        WebhookDelivery.objects.filter(client__user=user)
+        .select_related("client", "case")
+        .order_by("-created_at", "-pk")[:limit]
+    )
+
+
+def api_model_version_get(*, version: str) -> ModelVersion:
+    try:
+        return ModelVersion.objects.select_related("promoted_by").get(version=version)
+    except ModelVersion.DoesNotExist as exc:
+        raise NotFoundError("Model version not found.") from exc

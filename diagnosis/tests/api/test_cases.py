@@ -1,0 +1,161 @@
+"""Case reads through the API: list (filters, capped pagination), detail with results, downloads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from diagnosis.models import AuditEvent, Case, Review
+from diagnosis.tests import factories
+
+pytestmark = pytest.mark.django_db
+LIST_URL = "/api/v1/cases/"
+
+
+@pytest.fixture
+def owner_api(clinician, issue_token, bearer):
+    raw, _ = issue_token(clinician, ["read", "write"])
+    return bearer(raw)
+
+
+def test_list_shows_only_own_cases(owner_api, clinician, clinician_b):
+    mine = factories.CaseFactory.create_batch(3, created_by=clinician)
+    factories.CaseFactory.create_batch(2, created_by=clinician_b)
+    body = owner_api.get(LIST_URL).json()
+    assert body["count"] == 3
+    assert {row["id"] for row in body["results"]} == {str(c.uuid) for c in mine}
+    assert AuditEvent.objects.filter(action="case.list", actor_id=clinician.pk).count() == 1
+
+
+def test_list_filters(owner_api, clinician):
+    old = factories.CaseFactory(created_by=clinician, status="reviewed", body_part="leg")
+    Case.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=10))
+    new = factories.CaseFactory(created_by=clinician, status="queued", body_part="hand")
+
+    def ids(**params):
+        response = owner_api.get(LIST_URL, params)
+        assert response.status_code == 200, response.content
+        return {row["id"] for row in response.json()["results"]}
+
+    assert ids(status="reviewed") == {str(old.uuid)}
+    assert ids(body_part="hand") == {str(new.uuid)}
+    cutoff = (timezone.now() - timedelta(days=1)).isoformat()
+    assert ids(created_after=cutoff) == {str(new.uuid)}
+    assert ids(created_before=cutoff) == {str(old.uuid)}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"status": "nonsense"},
+        {"body_part": "x" * 5000},
+        {"created_after": "yesterday"},
+        {"created_before": "2020-13-45T99:00:00"},
+        {"created_after": "0001-01-01T00:00:00+14:00"},
+        {"status": "queued\x00"},
+    ],
+)
+def test_bad_filters_are_400(owner_api, params):
+    response = owner_api.get(LIST_URL, params)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("page_size", "expected"),
+    [("5", 5), ("100", 100), (str(10**9), 100), ("-3", 25), ("abc", 25), ("0", 25)],
+)
+def test_page_size_is_capped(owner_api, clinician, page_size, expected):
+    factories.CaseFactory.create_batch(101, created_by=clinician)
+    response = owner_api.get(LIST_URL, {"page_size": page_size})
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == expected
+
+
+@pytest.mark.parametrize("page", ["999", "0", "x", str(10**30)])
+def test_page_out_of_range_is_404_not_500(owner_api, page):
+    response = owner_api.get(LIST_URL, {"page": page})
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_detail_has_the_result(owner_api, case_with_result, radiologist):
+    image = case_with_result.images.get()
+    Review.objects.create(
+        image=image, reviewer=radiologist, decision="confirm", final_label="fractured"
+    )
+    Case.objects.filter(pk=case_with_result.pk).update(
+        status="reviewed", final_label="fractured", reviewed_at=timezone.now()
+    )
+    body = owner_api.get(f"{LIST_URL}{case_with_result.uuid}/").json()
+    assert body["id"] == str(case_with_result.uuid)
+    assert body["status"] == "reviewed"
+    assert body["review"]["status"] == "reviewed"
+    assert body["review"]["final_label"] == "fractured"
+    assert body["review"]["reviewed_by"] == "rad_a"
+    (img,) = body["images"]
+    prediction = img["prediction"]
+    assert prediction["probability"] == pytest.approx(0.83)
+    assert prediction["label"] == "fractured"
+    assert prediction["operating_point"] == "balanced"
+    assert prediction["threshold"] == 0.5
+    assert prediction["status"] == "done"
+    assert prediction["heatmap_url"].endswith(f"/images/{image.pk}/heatmap/")
+    assert body["model_version"] == prediction["model_version"]
+    assert img["reads"][0]["reviewer"] == "rad_a"
+    assert AuditEvent.objects.filter(
+        action="case.view", object_id=str(case_with_result.uuid)
+    ).exists()
+
+
+def test_detail_of_a_fresh_case_has_no_prediction(owner_api, clinician):
+    case = factories.CaseFactory(created_by=clinician, status="queued")
+    factories.XrayImageFactory(case=case)
+    body = owner_api.get(f"{LIST_URL}{case.uuid}/").json()
+    assert body["images"][0]["prediction"] is None
+    assert body["model_version"] is None
+    assert body["review"]["status"] == "pending"
+
+
+@pytest.mark.parametrize("kind", ["file", "heatmap"])
+def test_downloads_are_attachments_with_nosniff(owner_api, case_with_result, kind):
+    image = case_with_result.images.get()
+    response = owner_api.get(f"{LIST_URL}{case_with_result.uuid}/images/{image.pk}/{kind}/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert b"".join(response.streaming_content).startswith(b"\x89PNG")
+    action = "image.download" if kind == "file" else "heatmap.download"
+    assert AuditEvent.objects.filter(action=action).count() == 1
+
+
+def test_download_with_accept_png(owner_api, case_with_result):
+    image = case_with_result.images.get()
+    url = f"{LIST_URL}{case_with_result.uuid}/images/{image.pk}/file/"
+    assert owner_api.get(url, HTTP_ACCEPT="image/png").status_code == 200
+    missing = owner_api.get(
+        f"{LIST_URL}{case_with_result.uuid}/images/0/file/", HTTP_ACCEPT="image/png"
+    )
+    assert missing.status_code == 404
+
+
+def test_image_of_another_case_is_404(owner_api, case_with_result, clinician):
+    other = factories.CaseFactory(created_by=clinician)
+    image = case_with_result.images.get()
+    response = owner_api.get(f"{LIST_URL}{other.uuid}/images/{image.pk}/file/")
+    assert response.status_code == 404
+
+
+def test_heatmap_missing_is_404(owner_api, clinician):
+    case = factories.CaseFactory(created_by=clinician)
+    image = factories.XrayImageFactory(case=case)
+    response = owner_api.get(f"{LIST_URL}{case.uuid}/images/{image.pk}/heatmap/")
+    assert response.status_code == 404
+
+
+def test_invalid_uuid_is_404(owner_api):
+    assert owner_api.get(f"{LIST_URL}not-a-uuid/").status_code == 404
+    assert owner_api.get(f"{LIST_URL}{'f' * 36}/").status_code == 404
