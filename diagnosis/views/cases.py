@@ -1,24 +1,29 @@
-"""Case list and case detail pages (thin: selectors read, services write)."""
+"""Case list, case detail and case cancel (thin: selectors read, services write)."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils.http import urlencode
+from django.views.decorators.http import require_POST, require_safe
 
-from diagnosis.exceptions import NotFoundError
+from diagnosis.exceptions import InvalidStateError, NotFoundError, PermissionDeniedError
 from diagnosis.models import BodyPart, Case
 from diagnosis.selectors.cases import case_get, case_list
 from diagnosis.services.audit import audit_record
+from diagnosis.services.cases import CANCELLABLE, case_cancel
 
 PAGE_SIZE = 25
 _PATIENT_REF_MAX = 64
 
 
 @login_required
+@require_safe
 def case_list_view(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
     if status not in Case.Status.values:
@@ -62,10 +67,31 @@ def case_list_view(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def case_detail_view(request: HttpRequest, case_uuid: str) -> HttpResponse:
     try:
         case = case_get(user=request.user, case_uuid=case_uuid)
     except NotFoundError as exc:
         raise Http404("Case not found") from exc
     audit_record(action="case.view", request=request, obj=case)
-    return render(request, "diagnosis/case_detail.html", {"case": case})
+    can_cancel = case.status in CANCELLABLE and (
+        case.created_by_id == request.user.pk or request.user.is_staff
+    )
+    return render(request, "diagnosis/case_detail.html", {"case": case, "can_cancel": can_cancel})
+
+
+@login_required
+@require_POST
+def case_cancel_view(request: HttpRequest, case_uuid: str) -> HttpResponse:
+    try:
+        case = case_get(user=request.user, case_uuid=case_uuid)
+        case_cancel(case=case, user=request.user)
+    except NotFoundError as exc:
+        raise Http404("Case not found") from exc
+    except PermissionDeniedError as exc:
+        raise PermissionDenied(exc.message) from exc
+    except InvalidStateError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "The case was cancelled.")
+    return redirect("diagnosis:case_detail", case_uuid=case.uuid)
