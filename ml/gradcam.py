@@ -1,0 +1,137 @@
+"""Grad-CAM heat-maps (one forward/backward pass per batch) and captioned overlays."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import keras
+
+CAPTION = "Grad-CAM heat-map: localisation is approximate"
+_FUNCS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _gradcam_fn(model: keras.Model, layer: str) -> Any:
+    import keras
+    import tensorflow as tf
+
+    per_model = _FUNCS.setdefault(model, {})
+    fn = per_model.get(layer)
+    if fn is None:
+        grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+
+        @tf.function(reduce_retracing=True)
+        def fn(x: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                fmap, logits = grad_model(x, training=False)
+                logits = tf.reshape(logits, [-1])
+                # Each image's logit depends only on its own feature map, so one gradient of the
+                # sum gives every image's gradient at once.
+                total = tf.reduce_sum(logits)
+            grads = tape.gradient(total, fmap)
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1))
+            peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+            cam = tf.math.divide_no_nan(cam, peak)
+            return logits, cam
+
+        per_model[layer] = fn
+    return fn
+
+
+def gradcam_batch(
+    model: keras.Model, batch: npt.NDArray[np.float32], *, layer: str
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(N, size, size, 1) preprocessed images -> (logits (N,), heat-maps (N, h, w) in [0, 1]).
+
+    h, w is the resolution of `layer`; all-zero maps mean no positive evidence was found.
+    """
+    batch = np.asarray(batch, dtype=np.float32)
+    if batch.ndim != 4:
+        raise ValueError(f"expected (N, size, size, C), got {batch.shape}")
+    logits, cams = _gradcam_fn(model, layer)(batch)
+    return logits.numpy().astype(np.float32), cams.numpy().astype(np.float32)
+
+
+def gradcam_heatmap(
+    model: keras.Model, image: npt.NDArray[np.float32], *, layer: str
+) -> npt.NDArray[np.float32]:
+    """One preprocessed image (size, size, 1) -> heat-map (h, w) float32 in [0, 1]."""
+    _, cams = gradcam_batch(model, np.asarray(image, np.float32)[np.newaxis], layer=layer)
+    return cams[0]
+
+
+def _as_rgb_u8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.dtype != np.uint8:
+        img = np.clip(np.rint(img.astype(np.float64)), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[-1] == 3:
+        return img.copy()
+    raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3), got {image.shape}")
+
+
+def _fit(heatmap: npt.NDArray[Any], shape_hw: tuple[int, int]) -> npt.NDArray[np.float32]:
+    hm = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
+    if hm.shape != shape_hw:
+        hm = cv2.resize(hm, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_LINEAR)
+    return hm
+
+
+def _jet(heatmap: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    bgr = cv2.applyColorMap(np.rint(heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def colorize(heatmap: npt.NDArray[np.floating], *, floor: float = 0.2) -> npt.NDArray[np.uint8]:
+    """(H, W) heat-map in [0, 1] -> (H, W, 4) uint8 RGBA, transparent where cold (below `floor`).
+
+    Alpha rises linearly from 0 at `floor` to 255 at 1, so the client only sets the layer's opacity.
+    """
+    hm = _fit(heatmap, tuple(np.asarray(heatmap).shape[:2]))
+    alpha = np.clip((hm - floor) / max(1e-6, 1.0 - floor), 0.0, 1.0)
+    rgba = np.empty((*hm.shape, 4), np.uint8)
+    rgba[..., :3] = _jet(hm)
+    rgba[..., 3] = np.rint(alpha * 255).astype(np.uint8)
+    return rgba
+
+
+def burn_caption(image_rgb: npt.NDArray[np.uint8], text: str = CAPTION) -> npt.NDArray[np.uint8]:
+    """Write `text` on a dark band along the bottom of the image (in place and returned)."""
+    height, width = image_rgb.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (text_w, text_h), baseline = cv2.getTextSize(text, font, 1.0, 1)
+    scale = max(0.2, min(1.2, 0.94 * width / text_w))
+    thickness = 1 if scale < 0.8 else 2
+    (text_w, text_h), baseline = cv2.getTextSize(text, font, scale, thickness)
+    band = min(height, text_h + baseline + 8)
+    region = image_rgb[height - band :, :]
+    region[:] = (region.astype(np.float32) * 0.35).astype(np.uint8)
+    origin = (max(2, (width - text_w) // 2), height - baseline - 4)
+    cv2.putText(image_rgb, text, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return image_rgb
+
+
+def overlay(
+    image: npt.NDArray[Any], heatmap: npt.NDArray[np.floating], *, alpha: float = 0.4
+) -> npt.NDArray[np.uint8]:
+    """Blend a heat-map over the image -> (H, W, 3) uint8 RGB with CAPTION burned in.
+
+    `image` is (H, W) / (H, W, 1) / (H, W, 3), uint8 or float in [0, 255]; `heatmap` in [0, 1] of any
+    size (resized to the image; map it back with `ml.preprocess.unletterbox` first when the image is
+    the original rather than the model input). Colour is weighted by heat, so cold areas stay grey.
+    """
+    rgb = _as_rgb_u8(image)
+    hm = _fit(heatmap, rgb.shape[:2])
+    weight = (alpha * hm)[..., np.newaxis]
+    blended = rgb.astype(np.float32) * (1.0 - weight) + _jet(hm).astype(np.float32) * weight
+    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return burn_caption(out)

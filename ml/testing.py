@@ -1,0 +1,28 @@
+"""Helpers for tests elsewhere in the project (real artifacts, random weights, built in seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ml.config import ImageSpec
+from ml.model import LAST_CONV, build_model
+from ml.registry import ModelCard, save
+
+
+def make_tiny_artifact(
+    out_dir: Path, *, size: int = 64, seed: int = 0, version: str = "tiny-test"
+) -> Path:
+    """A random-weight tiny plain CNN saved through `ml.registry.save`; returns `out_dir`."""
+    spec = ImageSpec(size=size)
+    model = build_model(spec, arch="plain", width=4, depth=2, seed=seed)
+    card = ModelCard(
+        version=version,
+        architecture="plain",
+        spec=spec,
+        gradcam_layer=LAST_CONV,
+        thresholds={"balanced": 0.5, "high_sensitivity": 0.3},
+        metrics={},
+        training={"note": "random weights, for tests only", "seed": seed},
+    )
+    save(model, card, out_dir)
+    return Path(out_dir)
