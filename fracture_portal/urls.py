@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("diagnosis.api.urls")),
+    path("tokens/", include("diagnosis.urls_tokens")),
     path("review/", include("diagnosis.urls_review")),
     path("registry/", include("diagnosis.urls_registry")),
     path("", include("diagnosis.urls")),
