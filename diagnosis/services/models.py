@@ -1,0 +1,199 @@
+"""Model registry writes: activation (manual or by the promotion rule), rollback, rejection, and
+re-running predictions of unreviewed cases on the active version. Every change is audited."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from diagnosis.exceptions import ConflictError, InvalidStateError, NoActiveModelError
+from diagnosis.models import Case, ModelVersion
+from diagnosis.selectors.models import model_version_get_active
+from diagnosis.selectors.training import (
+    model_version_get_previous_active,
+    unreviewed_cases_without_version,
+)
+from diagnosis.services.audit import audit_record
+from diagnosis.services.predictions import case_request_predictions
+
+logger = logging.getLogger(__name__)
+
+HIGH_SENSITIVITY = "high_sensitivity"
+
+
+class NoPreviousVersionError(ConflictError):
+    code = "no_previous_version"
+
+
+def _lock_versions(*pks: int) -> None:
+    """Row locks on the active version and the given ones, in a fixed order (no deadlocks)."""
+    active_pks = list(
+        ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True)
+    )
+    list(
+        ModelVersion.objects.select_for_update()
+        .filter(pk__in=sorted({*pks, *active_pks}))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+@transaction.atomic
+def model_version_activate(
+    *,
+    version: ModelVersion,
+    user: AbstractBaseUser | None,
+    reason: str = "manual",
+    request: HttpRequest | None = None,
+    decision: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Make `version` the active model; the current one is retired. Idempotent for the active one.
+
+    `reason`: "manual" (an admin's approval), "auto" (the promotion rule), "rollback".
+    """
+    _lock_versions(version.pk)
+    version.refresh_from_db()
+    if version.status == ModelVersion.Status.ACTIVE:
+        return version
+    if version.status == ModelVersion.Status.REJECTED:
+        raise InvalidStateError("A rejected version cannot be activated.", version=version.version)
+    previous = model_version_get_active()
+    if previous is not None:
+        ModelVersion.objects.filter(pk=previous.pk).update(status=ModelVersion.Status.RETIRED)
+    version.status = ModelVersion.Status.ACTIVE
+    version.promoted_by = user if user is not None and user.is_authenticated else None
+    version.promoted_at = timezone.now()
+    version.save(update_fields=["status", "promoted_by", "promoted_at"])
+    audit_record(
+        action="model.activate",
+        actor=user,
+        request=request,
+        obj=version,
+        object_id=version.version,
+        reason=reason,
+        previous=previous.version if previous else "",
+        **({"decision": decision} if decision else {}),
+    )
+    logger.info(
+        "model version activated",
+        extra={
+            "model_version": version.version,
+            "previous": previous.version if previous else "",
+            "reason": reason,
+        },
+    )
+    return version
+
+
+@transaction.atomic
+def model_version_rollback(
+    *, user: AbstractBaseUser | None, request: HttpRequest | None = None
+) -> ModelVersion:
+    """Re-activate the version that was active before the current one."""
+    target = model_version_get_previous_active()
+    if target is None:
+        raise NoPreviousVersionError("There is no previously active version to roll back to.")
+    return model_version_activate(version=target, user=user, reason="rollback", request=request)
+
+
+@transaction.atomic
+def model_version_reject(
+    *, version: ModelVersion, user: AbstractBaseUser, request: HttpRequest | None = None
+) -> ModelVersion:
+    """An admin declines a candidate held by the promotion rule."""
+    _lock_versions(version.pk)
+    version.refresh_from_db()
+    if version.status != ModelVersion.Status.CANDIDATE:
+        raise InvalidStateError("Only a candidate can be rejected.", version=version.version)
+    version.status = ModelVersion.Status.REJECTED
+    version.save(update_fields=["status"])
+    audit_record(
+        action="model.reject", actor=user, request=request, obj=version, object_id=version.version
+    )
+    return version
+
+
+def model_version_repredict_unreviewed(
+    *, user: AbstractBaseUser | None, request: HttpRequest | None = None, limit: int = 5000
+) -> int:
+    """Request predictions on the active version for cases awaiting review that lack them (each
+    case through the inference pipeline's own, idempotent request). Returns the number of cases."""
+    active = model_version_get_active()
+    if active is None:
+        raise NoActiveModelError("No model version is active.")
+    case_ids = list(
+        unreviewed_cases_without_version(version=active).values_list("pk", flat=True)[:limit]
+    )
+    for case in Case.objects.filter(pk__in=case_ids).order_by("pk"):
+        case_request_predictions(case=case)
+    audit_record(
+        action="model.repredict",
+        actor=user,
+        request=request,
+        obj=active,
+        object_id=active.version,
+        cases=len(case_ids),
+    )
+    logger.info(
+        "re-prediction requested", extra={"model_version": active.version, "cases": len(case_ids)}
+    )
+    return len(case_ids)
+
+
+def promotion_decide(
+    *,
+    comparison: dict[str, float] | None,
+    candidate_sensitivity: float,
+    active_sensitivity: float | None,
+    margin: float | None = None,
+    tolerance: float | None = None,
+) -> dict[str, Any]:
+    """The gate: promote only if AUROC is not worse beyond `margin` with 95% confidence (the lower
+    bound of the paired-bootstrap CI of candidate - active >= -margin) AND the sensitivity at the
+    high-sensitivity operating point holds (>= active - `tolerance`). Pure; returns the verdict with
+    its reasons, stored on the run and in the audit trail."""
+    margin = settings.PROMOTION_AUROC_MARGIN if margin is None else margin
+    tolerance = settings.PROMOTION_SENSITIVITY_TOLERANCE if tolerance is None else tolerance
+    rule = {"auroc_margin": margin, "sensitivity_tolerance": tolerance}
+    if active_sensitivity is None:
+        return {
+            "promote": True,
+            "rule": rule,
+            "reasons": ["no active model to compare with"],
+            "checks": {},
+        }
+    if comparison is None:
+        return {
+            "promote": False,
+            "rule": rule,
+            "reasons": ["the test split lacks one class: AUROC cannot be compared"],
+            "checks": {"auroc": False},
+        }
+    auroc_ok = comparison["lower"] >= -margin
+    sensitivity_ok = candidate_sensitivity >= active_sensitivity - tolerance
+    reasons = [
+        (
+            f"AUROC difference {comparison['difference']:+.3f} "
+            f"(95% CI {comparison['lower']:+.3f} to {comparison['upper']:+.3f}): "
+            + ("not worse than" if auroc_ok else "may be worse than")
+            + f" the active model by more than {margin:.3f}"
+        ),
+        (
+            f"sensitivity at the high-sensitivity point {candidate_sensitivity:.3f} vs "
+            f"{active_sensitivity:.3f}: "
+            + ("holds" if sensitivity_ok else "drops by more than")
+            + ("" if sensitivity_ok else f" {tolerance:.3f}")
+        ),
+    ]
+    return {
+        "promote": bool(auroc_ok and sensitivity_ok),
+        "rule": rule,
+        "reasons": reasons,
+        "checks": {"auroc": bool(auroc_ok), "sensitivity": bool(sensitivity_ok)},
+    }
