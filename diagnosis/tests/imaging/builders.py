@@ -361,3 +361,147 @@ def decode_canonical(png_bytes: bytes) -> np.ndarray:
         assert im.format == "PNG"
         assert im.mode == "L"
         return np.asarray(im)
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every regular file below `root` (MEDIA_ROOT), for 'nothing was stored' assertions."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+# --- accepted inputs with the property each must keep -----------------------------------------------
+
+
+def _check_16bit(arr: np.ndarray, canonical: object) -> None:
+    row = arr[0].astype(int)
+    assert row[0] == 0
+    assert row[-1] == 255
+    assert np.all(np.diff(row) >= 0), "pixel ordering must survive (no wrap-around)"
+    assert len(np.unique(row)) > 32
+    assert canonical.bit_depth == 16
+
+
+def _check_dicom_window(arr: np.ndarray, canonical: object) -> None:
+    values = np.linspace(0, 4095, 64)
+    expected = np.clip(((values - 2047.5) / 1023 + 0.5) * 255, 0, 255)
+    assert np.abs(arr[0].astype(float) - expected).max() <= 1.0
+    assert arr[0, 0] == 0
+    assert arr[0, -1] == 255
+    assert canonical.bit_depth == 12
+    assert canonical.dicom_metadata["BitsStored"] == 12
+    assert canonical.dicom_metadata["PatientIdentityRemoved"] == "YES"
+
+
+def _check_monochrome1(arr: np.ndarray, canonical: object) -> None:
+    assert arr[0, 0] == 255
+    assert np.all(np.diff(arr[0].astype(int)) <= 0), "MONOCHROME1 is inverted"
+
+
+def _check_u8_ramp(arr: np.ndarray, canonical: object) -> None:
+    row = arr[0].astype(int)  # no window in the header: the real min..max spans 0..255
+    assert (row[0], row[-1]) == (0, 255)
+    assert np.all(np.diff(row) > 0)
+    assert canonical.bit_depth == 8
+
+
+def _check_dicom_phi(arr: np.ndarray, canonical: object) -> None:
+    import json
+
+    text = json.dumps(canonical.dicom_metadata)
+    for secret in ("Doe", "Jane", "<script>", "MRN-0042", "19700101", "Secret", "St Example"):
+        assert secret not in text
+    assert "PatientName" not in canonical.dicom_metadata
+    assert canonical.dicom_metadata["PatientIdentityRemoved"] == "YES"
+    assert canonical.dicom_metadata["Modality"] == "DX"
+
+
+def _close_to_gradient(tolerance: float) -> Callable[[np.ndarray, object], None]:
+    def check(arr: np.ndarray, canonical: object) -> None:
+        assert arr.shape == (48, 64)
+        assert np.abs(arr.astype(int) - gradient().astype(int)).max() <= tolerance
+
+    return check
+
+
+def _check_rgba(arr: np.ndarray, canonical: object) -> None:
+    expected = gradient().copy()
+    expected[-4:, -4:] = 0  # transparent pixels composite over black
+    assert np.array_equal(arr, expected)
+
+
+def _check_exif_rotated(arr: np.ndarray, canonical: object) -> None:
+    assert arr.shape == (64, 48), "EXIF orientation 6 turns a 64x48 image into 48x64"
+    assert (canonical.width, canonical.height) == (48, 64)
+    assert arr[:8, -8:].mean() > 240, "the bright block must be top-right once upright"
+    assert arr[:8, :8].mean() < 100
+
+
+def _check_html_dropped(arr: np.ndarray, canonical: object) -> None:
+    assert np.array_equal(arr, gradient())
+    assert b"<html" not in canonical.png_bytes
+    assert b"<script" not in canonical.png_bytes
+    assert canonical.png_bytes.endswith(b"IEND\xaeB`\x82")
+
+
+@dataclass(frozen=True)
+class GoodInput:
+    id: str
+    filename: str
+    content_type: str
+    build: Callable[[], bytes]
+    source_format: str
+    check: Callable[[np.ndarray, object], None]
+
+
+GOOD_INPUTS: tuple[GoodInput, ...] = (
+    GoodInput("png-16bit", "ramp16.png", "image/png", png_16bit_ramp, "png", _check_16bit),
+    GoodInput(
+        "dicom-12bit-window",
+        "ct.dcm",
+        "application/dicom",
+        dicom_12bit_windowed,
+        "dicom",
+        _check_dicom_window,
+    ),
+    GoodInput(
+        "dicom-monochrome1",
+        "m1.dcm",
+        "application/dicom",
+        dicom_monochrome1,
+        "dicom",
+        _check_monochrome1,
+    ),
+    GoodInput(
+        "dicom-phi", "phi.dcm", "application/dicom", dicom_with_phi, "dicom", _check_dicom_phi
+    ),
+    GoodInput(
+        "dicom-no-preamble",
+        "raw.dcm",
+        "application/octet-stream",
+        dicom_without_preamble,
+        "dicom",
+        _check_u8_ramp,
+    ),
+    GoodInput("cmyk-jpeg", "cmyk.jpg", "image/jpeg", cmyk_jpeg, "jpeg", _close_to_gradient(12)),
+    GoodInput("palette-png", "pal.png", "image/png", palette_png, "png", _close_to_gradient(0)),
+    GoodInput("rgba-png", "rgba.png", "image/png", rgba_png, "png", _check_rgba),
+    GoodInput(
+        "progressive-jpeg",
+        "prog.jpg",
+        "image/jpeg",
+        progressive_jpeg,
+        "jpeg",
+        _close_to_gradient(8),
+    ),
+    GoodInput(
+        "exif-rotated-jpeg", "rot.jpg", "image/jpeg", exif_rotated_jpeg, "jpeg", _check_exif_rotated
+    ),
+    GoodInput(
+        "png-with-html-appended",
+        "poly.png",
+        "image/png",
+        png_with_html_appended,
+        "png",
+        _check_html_dropped,
+    ),
+)

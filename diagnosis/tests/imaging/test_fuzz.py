@@ -1,0 +1,61 @@
+"""Hostile bytes: validate_upload either succeeds or raises InvalidUploadError, nothing else."""
+
+from __future__ import annotations
+
+import functools
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diagnosis.exceptions import InvalidUploadError
+from diagnosis.imaging import CanonicalImage, validate_upload
+from diagnosis.tests.imaging import builders
+
+
+@functools.cache
+def _seeds() -> tuple[bytes, ...]:
+    return (
+        builders.palette_png(),
+        builders.png_16bit_ramp(),
+        builders.progressive_jpeg(),
+        builders.exif_rotated_jpeg(),
+        builders.dicom_12bit_windowed(),
+        builders.dicom_with_phi(),
+        builders.dicom_without_preamble(),
+    )
+
+
+def _check(data: bytes) -> None:
+    error: InvalidUploadError | None = None
+    try:
+        result = validate_upload(data, "fuzz.bin", keep_original=True)
+    except InvalidUploadError as exc:
+        error = exc
+    if error is not None:
+        assert error.code
+        assert error.status_code in (400, 413)
+    else:
+        assert isinstance(result, CanonicalImage)
+        assert result.png_bytes.startswith(b"\x89PNG")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096))
+def test_random_bytes(data):
+    _check(data)
+
+
+@st.composite
+def mutated(draw):
+    seed = bytearray(draw(st.sampled_from(_seeds())))
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(0, len(seed) - 1))
+        seed[position] = draw(st.integers(0, 255))
+    cut = draw(st.integers(1, len(seed)))
+    return bytes(seed[:cut]) + draw(st.binary(max_size=64))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_mutated_valid_files(data):
+    _check(data)

@@ -1,0 +1,139 @@
+"""validate_upload on its own: every hostile input refused with its code, every awkward-but-valid
+input accepted with the property that matters kept (the page/API tests add storage and rows)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from diagnosis.exceptions import InvalidUploadError
+from diagnosis.imaging import validate_upload
+from diagnosis.imaging.names import sanitize_display_name
+from diagnosis.tests.imaging import builders
+
+
+@pytest.mark.parametrize("bad", builders.BAD_INPUTS, ids=lambda bad: bad.id)
+def test_bad_input_is_refused_with_its_code(bad, settings):
+    if bad.code == "file_too_large":
+        settings.UPLOAD_MAX_FILE_BYTES = builders.OVERSIZE_LIMIT
+    with pytest.raises(InvalidUploadError) as info:
+        validate_upload(bad.build(), bad.filename)
+    assert (info.value.code, info.value.status_code) == (bad.code, bad.status)
+    assert info.value.message
+
+
+@pytest.mark.parametrize("good", builders.GOOD_INPUTS, ids=lambda good: good.id)
+def test_good_input_is_canonicalised(good):
+    data = good.build()
+    canonical = validate_upload(data, good.filename)
+    arr = builders.decode_canonical(canonical.png_bytes)
+    assert arr.shape == (canonical.height, canonical.width)
+    assert canonical.source_format == good.source_format
+    assert canonical.sha256 == __import__("hashlib").sha256(data).hexdigest()
+    assert canonical.original_bytes is None  # KEEP_ORIGINAL_UPLOADS is off by default
+    good.check(arr, canonical)
+
+
+def test_canonical_png_has_no_metadata_chunks():
+    canonical = validate_upload(builders.exif_rotated_jpeg(), "x.jpg")
+    with Image.open(io.BytesIO(canonical.png_bytes)) as im:
+        assert "exif" not in im.info
+        assert im.getexif() == {}
+
+
+def test_real_radiograph_is_accepted(sample_jpeg_bytes):
+    canonical = validate_upload(sample_jpeg_bytes, "fracatlas.jpg")
+    with Image.open(io.BytesIO(sample_jpeg_bytes)) as original:
+        assert (canonical.width, canonical.height) == original.size
+    assert canonical.source_format == "jpeg"
+
+
+def test_deidentified_original_keeps_no_phi():
+    data = builders.dicom_with_phi()
+    assert b"Doe^Jane" in data  # the input really carries PHI
+    canonical = validate_upload(data, "phi.dcm", keep_original=True)
+    original = canonical.original_bytes
+    assert original is not None
+    assert original[:128] == b"\x00" * 128
+    assert original[128:132] == b"DICM"
+    for secret in (
+        b"Doe",
+        b"<script>",
+        b"MRN-0042",
+        b"19700101",
+        b"Secret Street",
+        b"St Example",
+        b"Who^Doctor",
+        b"20240102",
+        b"ACC-SECRET",
+        b"OTHER-SECRET",
+        b"REQ-SECRET",
+        b"private-secret",
+        b"ACME SECRET",
+        b"PHI-IN-PREAMBLE",
+    ):
+        assert secret not in original, secret
+    ds = pydicom.dcmread(io.BytesIO(original))
+    assert ds.PatientIdentityRemoved == "YES"
+    assert "Basic" in ds.DeidentificationMethod
+    assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    assert not [elem for elem in ds.iterall() if elem.tag.is_private]
+    assert str(ds.PatientName) == ""
+    assert ds.Modality == "DX"
+    assert ds.BodyPartExamined == "HAND"
+    source = pydicom.dcmread(io.BytesIO(data))
+    assert ds.StudyInstanceUID != source.StudyInstanceUID  # instance UIDs are remapped...
+    again = pydicom.dcmread(
+        io.BytesIO(validate_upload(data, "x", keep_original=True).original_bytes)
+    )
+    assert again.StudyInstanceUID == ds.StudyInstanceUID  # ...consistently
+    assert np.array_equal(ds.pixel_array, source.pixel_array)
+
+
+def test_png_and_jpeg_originals_are_kept_as_sent_when_asked():
+    data = builders.progressive_jpeg()
+    canonical = validate_upload(data, "x.jpg", keep_original=True)
+    assert (canonical.original_bytes, canonical.original_extension) == (data, "jpg")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\win.ini", "win.ini"),
+        ("x.php%00.jpg", "x.php%00.jpg"),
+        ("x.php\x00.jpg", "x.php.jpg"),
+        ("evil\u202egnp.exe", "evilgnp.exe"),
+        ("  .hidden.png ", "hidden.png"),
+        ("", "image"),
+        ("....", "image"),
+    ],
+)
+def test_display_name_is_sanitised(name, expected):
+    assert sanitize_display_name(name) == expected
+
+
+def test_long_display_name_keeps_its_extension():
+    name = sanitize_display_name("a" * 300 + ".png")
+    assert len(name) == 120
+    assert name.endswith(".png")
+
+
+def test_12bit_jpeg_header_is_refused_before_decoding():
+    data = bytearray(builders.progressive_jpeg())
+    offset = data.index(b"\xff\xc2")
+    data[offset + 4] = 12  # precision byte of the frame header
+    with pytest.raises(InvalidUploadError) as info:
+        validate_upload(bytes(data), "x.jpg")
+    assert info.value.code == "unsupported_format"
+
+
+def test_jpeg_header_dimensions_are_checked_before_decoding(settings):
+    settings.UPLOAD_MAX_PIXELS = 1000
+    with pytest.raises(InvalidUploadError) as info:
+        validate_upload(builders.progressive_jpeg(), "x.jpg")  # 64x48 = 3072 pixels
+    assert info.value.code == "image_too_large"
