@@ -59,3 +59,9 @@ class TransientInferenceError(DomainError):
 
 class InvalidStateError(DomainError):
     code, status_code = "invalid_state", 409
+
+
+class ModelArtifactError(DomainError):
+    """A model folder that is not a valid artifact (missing/malformed card or model, checksum)."""
+
+    code, status_code = "invalid_model_artifact", 400

@@ -1,1 +1,218 @@
-"""The only bridge from diagnosis into ml/ (TensorFlow is imported lazily, in workers)."""
+"""The only bridge from diagnosis into ml/.
+
+TensorFlow is imported lazily, inside the worker process that runs a prediction (never at import
+time of this module, the services or the tasks), and each model is loaded once per process, cached
+by (artifact folder, sha256). Functions take plain values (bytes, paths, dicts) and return
+dataclasses; ml's ValueErrors become domain errors here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from diagnosis.exceptions import ModelArtifactError, UnreadableImageError
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    import numpy.typing as npt
+
+    from ml.registry import ModelCard
+
+logger = logging.getLogger(__name__)
+
+# zlib level: the heat-maps are smooth; level 3 is several times faster than 9 for a few % more bytes.
+PNG_COMPRESSION = 3
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """What the registry stores about an artifact (read from card.json, no TensorFlow)."""
+
+    version: str
+    architecture: str
+    input_spec: dict[str, Any]
+    gradcam_layer: str
+    thresholds: dict[str, float]
+    default_operating_point: str
+    temperature: float
+    metrics: dict[str, Any]
+    sha256: str
+    card: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's outcome: calibrated probability, decision per operating point, heat-map PNGs."""
+
+    probability: float
+    fractured_at: dict[str, bool]
+    heatmap_png: bytes  # RGBA colourised heat-map at the canonical image size (client overlay)
+    overlay_png: bytes  # RGB radiograph with the heat-map and the caption burned in
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def artifact_path(artifact_dir: str) -> Path:
+    """Registry paths are stored relative to the project when inside it (portable across hosts)."""
+    path = Path(artifact_dir)
+    return path if path.is_absolute() else Path(settings.BASE_DIR) / path
+
+
+def artifact_dir_for_storage(path: Path) -> str:
+    """The inverse of `artifact_path`: relative to the project when inside it."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(Path(settings.BASE_DIR).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _card_info(card: ModelCard) -> CardInfo:
+    data = card.to_dict()
+    return CardInfo(
+        version=card.version,
+        architecture=card.architecture,
+        input_spec=card.spec.to_dict(),
+        gradcam_layer=card.gradcam_layer,
+        thresholds={k: float(v) for k, v in card.thresholds.items()},
+        default_operating_point=card.default_operating_point,
+        temperature=float(card.temperature),
+        metrics=dict(card.metrics),
+        sha256=card.sha256,
+        card=data,
+    )
+
+
+def artifact_verify(artifact_dir: Path) -> CardInfo:
+    """Read card.json and check model.keras against its sha256 (hashing only, no TensorFlow)."""
+    from ml import registry
+
+    try:
+        return _card_info(registry.verify(artifact_dir))
+    except (registry.InvalidArtifactError, registry.ChecksumMismatchError) as exc:
+        raise ModelArtifactError(str(exc)) from exc
+    except OSError as exc:
+        raise ModelArtifactError(f"cannot read the artifact folder: {exc.strerror}") from exc
+
+
+@functools.lru_cache(maxsize=2)
+def _load(artifact_dir: str, sha256: str) -> tuple[keras.Model, ModelCard]:
+    """Load once per process; keyed by folder and checksum so a replaced artifact reloads."""
+    from ml import registry  # TensorFlow is first imported here, in the worker child
+
+    started = time.perf_counter()
+    try:
+        model, card = registry.load(artifact_path(artifact_dir))
+    except (registry.InvalidArtifactError, registry.ChecksumMismatchError) as exc:
+        raise ModelArtifactError(str(exc)) from exc
+    if sha256 and card.sha256 != sha256:
+        raise ModelArtifactError("the artifact on disk is not the registered version (sha256)")
+    logger.info(
+        "model loaded",
+        extra={"model_version": card.version, "load_ms": (time.perf_counter() - started) * 1e3},
+    )
+    return model, card
+
+
+def model_preload(*, artifact_dir: str, sha256: str) -> None:
+    """Load (and trace) the model ahead of the first task, e.g. when a worker child starts."""
+    import numpy as np
+
+    from ml import gradcam
+
+    model, card = _load(artifact_dir, sha256)
+    size = card.spec.size
+    gradcam.gradcam_batch(model, np.zeros((1, size, size, 1), np.float32), layer=card.gradcam_layer)
+
+
+def runtime_warm_up() -> None:
+    """Import TensorFlow and the ml modules (seconds) before any task needs them."""
+    import tensorflow  # noqa: F401
+
+    import ml.gradcam
+    import ml.inference
+    import ml.preprocess
+    import ml.registry  # noqa: F401
+
+
+def _encode_png(array: npt.NDArray[np.uint8]) -> bytes:
+    import cv2
+
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
+    elif array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def run_batch(
+    *,
+    artifact_dir: str,
+    sha256: str,
+    images: list[bytes],
+    thresholds: dict[str, float],
+    temperature: float,
+) -> list[ImageResult | UnreadableImageError]:
+    """Predict a batch of canonical images with one forward/backward pass (Grad-CAM included).
+
+    Returns one entry per input, in order: an ImageResult, or an UnreadableImageError for an image
+    that cannot be decoded (the others still run). Timings are milliseconds per image; the shared
+    model pass is divided evenly over the batch.
+    """
+    import numpy as np
+
+    from ml import gradcam, preprocess
+    from ml import inference as ml_inference
+
+    model, card = _load(artifact_dir, sha256)
+    spec = card.spec
+    decoded: dict[int, npt.NDArray[np.uint8]] = {}
+    tensors: list[npt.NDArray[np.float32]] = []
+    outcomes: list[ImageResult | UnreadableImageError | None] = [None] * len(images)
+    prep_ms: dict[int, float] = {}
+    for index, data in enumerate(images):
+        started = time.perf_counter()
+        try:
+            image = preprocess.decode_image(data)
+            tensors.append(preprocess.preprocess(image, spec))
+        except preprocess.InvalidImageError as exc:
+            outcomes[index] = UnreadableImageError(f"The image could not be decoded: {exc}")
+            continue
+        decoded[index] = image
+        prep_ms[index] = (time.perf_counter() - started) * 1e3
+    if decoded:
+        started = time.perf_counter()
+        logits, heatmaps = gradcam.gradcam_batch(
+            model, np.stack(tensors), layer=card.gradcam_layer or "last_conv"
+        )
+        model_ms = (time.perf_counter() - started) * 1e3 / len(decoded)
+        probabilities = ml_inference.calibrated(logits, temperature)
+        for (index, image), probability, heatmap in zip(
+            decoded.items(), probabilities, heatmaps, strict=True
+        ):
+            started = time.perf_counter()
+            full = preprocess.unletterbox(heatmap, image.shape, spec.size)
+            heatmap_png = _encode_png(gradcam.colorize(full))
+            overlay_png = _encode_png(gradcam.overlay(image, full))
+            outcomes[index] = ImageResult(
+                probability=float(probability),
+                fractured_at=ml_inference.labels_at(float(probability), thresholds),
+                heatmap_png=heatmap_png,
+                overlay_png=overlay_png,
+                timings={
+                    "preprocess_ms": round(prep_ms[index], 2),
+                    "model_ms": round(model_ms, 2),
+                    "gradcam_ms": round((time.perf_counter() - started) * 1e3, 2),
+                },
+            )
+    return [outcome for outcome in outcomes if outcome is not None]

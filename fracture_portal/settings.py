@@ -238,7 +238,24 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
         "CELERY_VISIBILITY_TIMEOUT", default=2 * CELERY_TRAINING_TIME_LIMIT + 600
     ),
     "unacked_restore_throttle": 1,
+    # How often a worker scans for unacked messages of dead workers (after visibility_timeout).
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
 }
+# Inference tasks (diagnosis/tasks/predictions.py): short limits, batches of waiting images.
+INFERENCE_TIME_LIMIT = env.int("CELERY_INFERENCE_TIME_LIMIT", default=120)
+INFERENCE_SOFT_TIME_LIMIT = max(1, INFERENCE_TIME_LIMIT - max(1, INFERENCE_TIME_LIMIT // 6))
+INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=8)
+INFERENCE_PRELOAD = env.bool("INFERENCE_PRELOAD", default=True)  # warm the model per worker child
+# Fault tests only: a file path; predictions pause until it exists (see docs/operations.md).
+INFERENCE_TEST_BARRIER = env.str("INFERENCE_TEST_BARRIER", default="")
+# A child that warms up TensorFlow and the model needs more than Celery's default 4 s to report up.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", default=120.0)
+_longest_task = max(CELERY_TASK_TIME_LIMIT, CELERY_TRAINING_TIME_LIMIT, INFERENCE_TIME_LIMIT)
+if 2 * _longest_task >= CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
+    raise ImproperlyConfigured(
+        "CELERY_VISIBILITY_TIMEOUT must exceed twice the longest task time limit "
+        f"({_longest_task} s), or a slow task is redelivered while it still runs."
+    )
 CELERY_TASK_ROUTES = {
     "diagnosis.tasks.prediction_*": {"queue": "inference"},
     "diagnosis.tasks.training_*": {"queue": "training"},
