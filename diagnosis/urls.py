@@ -2,12 +2,25 @@
 
 from django.urls import path
 
-from diagnosis.views import cases
+from diagnosis.views import cases, intake, results
 
 app_name = "diagnosis"
 
 urlpatterns = [
     path("", cases.case_list_view, name="case_list"),
+    path("cases/new/", intake.case_new_view, name="case_new"),
     path("cases/<uuid:case_uuid>/", cases.case_detail_view, name="case_detail"),
+    path(
+        "cases/<uuid:case_uuid>/images/<int:pk>/file",
+        intake.image_file_view,
+        name="image_file",
+    ),
     path("cases/<uuid:case_uuid>/cancel/", cases.case_cancel_view, name="case_cancel"),
+    path("cases/<uuid:case_uuid>/status", results.case_status_view, name="case_status"),
+    path(
+        "cases/<uuid:case_uuid>/images/<int:pk>/heatmap",
+        results.heatmap_file_view,
+        name="heatmap_file",
+    ),
+    path("cases/<uuid:case_uuid>/retry", results.case_retry_view, name="case_retry"),
 ]

@@ -1,0 +1,203 @@
+"""Intake page (new case with images) and the permission-checked canonical image file."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+    ValidationError,
+)
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    JsonResponse,
+    UnreadablePostError,
+)
+from django.http.multipartparser import MultiPartParserError
+from django.middleware.csrf import CsrfViewMiddleware
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from diagnosis.exceptions import InvalidUploadError, NotFoundError
+from diagnosis.forms import CaseIntakeForm
+from diagnosis.models import AuditEvent
+from diagnosis.selectors.cases import case_get
+from diagnosis.services.audit import audit_record
+from diagnosis.services.cases import case_create
+
+logger = logging.getLogger(__name__)
+
+_csrf = CsrfViewMiddleware(lambda request: HttpResponse())
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.headers.get("X-Requested-With") == "XMLHttpRequest" or (
+        "application/json" in request.headers.get("Accept", "")
+    )
+
+
+def _error(
+    request: HttpRequest,
+    *,
+    code: str,
+    message: str,
+    status: int,
+    form: CaseIntakeForm | None = None,
+    **extra: Any,
+) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"code": code, "message": message, **extra}, status=status)
+    per_file = [f"{item['name']}: {item['message']}" for item in extra.get("files", [])]
+    upload_errors = per_file or [message]
+    context = {"form": form or CaseIntakeForm(), "upload_errors": upload_errors, "error_code": code}
+    return render(request, "diagnosis/case_new.html", context, status=status)
+
+
+def _parse_body(request: HttpRequest) -> HttpResponse | None:
+    """Parse the multipart body under our own limits; an error response, or None if parsed."""
+    try:
+        content_length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        content_length = 0
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is not None and content_length > limit:
+        return _error(
+            request,
+            code="request_too_large",
+            message=f"The upload is larger than {limit // (1024 * 1024)} MB in total.",
+            status=413,
+        )
+    try:
+        request.POST  # noqa: B018  (parses the body, files included)
+        request.FILES  # noqa: B018
+    except TooManyFilesSent:
+        return _error(
+            request,
+            code="too_many_files",
+            message=f"Too many files (at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} per case).",
+            status=400,
+        )
+    except TooManyFieldsSent:
+        return _error(request, code="too_many_fields", message="Too many form fields.", status=400)
+    except RequestDataTooBig:
+        return _error(
+            request, code="request_too_large", message="The form data is too large.", status=413
+        )
+    except (MultiPartParserError, UnreadablePostError):
+        return _error(
+            request, code="malformed_request", message="The upload could not be read.", status=400
+        )
+    return None
+
+
+@csrf_exempt  # CSRF is enforced below, once the body has been parsed under our own error handling
+@login_required
+def case_new_view(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("diagnosis.add_case"):
+        raise PermissionDenied
+    if request.method == "GET":
+        return _case_new_page(request)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["GET", "POST"])
+    failure = _parse_body(request)
+    if failure is not None:
+        return failure
+    rejected = _csrf.process_view(request, None, (), {})
+    if rejected is not None:
+        return rejected
+
+    form = CaseIntakeForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _error(
+            request,
+            code="invalid_form",
+            message="Please correct the highlighted fields.",
+            status=400,
+            form=form,
+            fields=form.errors.get_json_data(),
+        )
+    data = form.cleaned_data
+    try:
+        case = case_create(
+            user=request.user,
+            patient_ref=data["patient_ref"],
+            body_part=data["body_part"],
+            clinical_question=data["clinical_question"],
+            files=data["images"],
+            idempotency_key=data.get("idempotency_key") or "",
+            urgent=data.get("urgent", False),
+        )
+    except InvalidUploadError as exc:
+        audit_record(
+            action="case.create",
+            request=request,
+            object_type="case",
+            outcome=AuditEvent.Outcome.FAILURE,
+            code=exc.code,
+        )
+        return _error(
+            request,
+            code=exc.code,
+            message=exc.message,
+            status=exc.status_code,
+            form=form,
+            files=exc.extra.get("files", []),
+        )
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return _error(
+            request,
+            code="invalid_form",
+            message="Please correct the highlighted fields.",
+            status=400,
+            form=form,
+            fields=form.errors.get_json_data(),
+        )
+    url = reverse("diagnosis:case_detail", args=[case.uuid])
+    if _wants_json(request):
+        return JsonResponse({"uuid": str(case.uuid), "status": case.status, "url": url}, status=201)
+    messages.success(request, "Case submitted; the images are queued for analysis.")
+    return redirect(url)
+
+
+def _case_new_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "diagnosis/case_new.html", {"form": CaseIntakeForm()})
+
+
+@login_required
+@require_GET
+def image_file_view(request: HttpRequest, case_uuid: str, pk: int) -> FileResponse:
+    """The canonical PNG of one image, for users who may see its case (404 otherwise).
+    Originals are never served."""
+    try:
+        case = case_get(user=request.user, case_uuid=case_uuid)
+    except NotFoundError as exc:
+        raise Http404("Image not found") from exc
+    image = next((item for item in case.images.all() if item.pk == pk), None)
+    if image is None or not image.file:
+        raise Http404("Image not found")
+    try:
+        handle = image.file.open("rb")
+    except OSError as exc:
+        logger.warning("image file missing", extra={"image_id": image.pk})
+        raise Http404("Image not found") from exc
+    audit_record(action="image.view", request=request, obj=image, case=str(case.uuid))
+    response = FileResponse(handle, content_type="image/png")
+    response["Content-Disposition"] = f'inline; filename="image-{image.pk}.png"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
