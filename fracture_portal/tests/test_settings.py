@@ -1,0 +1,126 @@
+"""Production settings: `check --deploy` is clean, required variables fail fast, and the values
+RELIABILITY.md asks for are set."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+PRODUCTION_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_ALLOWED_HOSTS": "portal.example.org",
+    "DATABASE_URL": "postgres://portal@db.example.org:5432/portal",
+    "REDIS_CACHE_URL": "redis://redis.example.org:6379/1",
+    "CELERY_BROKER_URL": "redis://redis.example.org:6379/0",
+}
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    """The current environment without any of the settings' variables, plus `overrides`."""
+    names = _settings_variables()
+    env = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("DJANGO_")}
+    env["DJANGO_SETTINGS_MODULE"] = "fracture_portal.settings"
+    env.update(overrides)
+    return env
+
+
+def _settings_variables() -> set[str]:
+    example = (BASE_DIR / ".env.example").read_text()
+    return {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in example.splitlines()
+        if "=" in line and line.lstrip("# ")[:1].isupper()
+    }
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+@pytest.mark.slow
+def test_check_deploy_passes_with_production_settings():
+    env = _env(DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION_ENV)
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL"])
+def test_missing_required_variable_raises_improperly_configured(missing):
+    env = _env(DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION_ENV)
+    del env[missing]
+    result = _run(["-c", "import fracture_portal.settings"], env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"{missing} must be set" in result.stderr
+
+
+def test_production_values_without_debug():
+    code = (
+        "import json, fracture_portal.settings as s; print(json.dumps({"
+        "'debug': s.DEBUG, 'ssl': s.SECURE_SSL_REDIRECT, 'hsts': s.SECURE_HSTS_SECONDS,"
+        "'cookie': s.SESSION_COOKIE_SECURE, 'csrf': s.CSRF_COOKIE_SECURE,"
+        "'cache': s.CACHES['default']['BACKEND'], 'eager': s.CELERY_TASK_ALWAYS_EAGER,"
+        "'static': s.STORAGES['staticfiles']['BACKEND']}))"
+    )
+    env = _env(DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION_ENV)
+    result = _run(["-c", code], env)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    values = json.loads(result.stdout)
+    assert values == {
+        "debug": False,
+        "ssl": True,
+        "hsts": 31536000,
+        "cookie": True,
+        "csrf": True,
+        "cache": "django.core.cache.backends.redis.RedisCache",
+        "eager": False,
+        "static": "whitenoise.storage.CompressedManifestStaticFilesStorage",
+    }
+
+
+def test_reliability_settings():
+    assert settings.FILE_UPLOAD_PERMISSIONS == 0o600
+    assert settings.FILE_UPLOAD_DIRECTORY_PERMISSIONS == 0o700
+    assert settings.DATABASES["default"]["CONN_HEALTH_CHECKS"] is True
+    assert settings.SECURE_CONTENT_TYPE_NOSNIFF is True
+    assert settings.X_FRAME_OPTIONS == "DENY"
+    assert settings.SESSION_COOKIE_HTTPONLY is True
+    assert not getattr(settings, "ATOMIC_REQUESTS", False)
+    assert (
+        "rest_framework.permissions.IsAuthenticated"
+        in settings.REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"]
+    )
+    assert settings.SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] == [
+        "rest_framework.permissions.IsAuthenticated"
+    ]
+    # Login throttling needs a cache shared by every web process: Redis in the test settings.
+    assert settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
+
+
+def test_every_variable_settings_reads_is_in_env_example():
+    import re
+
+    source = (BASE_DIR / "fracture_portal" / "settings.py").read_text()
+    read = set(re.findall(r"env(?:\.\w+)?\(\s*\"([A-Z][A-Z0-9_]+)\"", source))
+    read |= set(re.findall(r"_required\(\s*\"([A-Z][A-Z0-9_]+)\"", source))
+    assert read, "the pattern no longer matches how settings.py reads variables"
+    missing = read - _settings_variables()
+    assert not missing, f"add to .env.example: {sorted(missing)}"
+
+
+def test_test_settings_keep_tasks_off_eager_mode():
+    assert settings.CELERY_TASK_ALWAYS_EAGER is False
+    assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
