@@ -222,7 +222,8 @@ def _case_lock(case_id: int) -> Case:
     return Case.objects.select_for_update(of=("self",)).get(pk=case_id)
 
 
-def _check_may_read(*, case: Case, user: AbstractBaseUser, stage: int | None) -> int:
+def check_may_read(*, case: Case, user: AbstractBaseUser, stage: int | None) -> int:
+    """The read `stage` if this user may do it on this case; raises otherwise (does not lock)."""
     if stage is None:
         raise InvalidStateError(
             "This case is not waiting for a read.", status=case.status, case=str(case.uuid)
@@ -262,7 +263,7 @@ def review_claim(*, case: Case, user: AbstractBaseUser, request: HttpRequest | N
     """
     locked = _case_lock(case.pk)
     now = timezone.now()
-    stage = _check_may_read(case=locked, user=user, stage=case_review_stage(locked))
+    stage = check_may_read(case=locked, user=user, stage=case_review_stage(locked))
     if claim_is_active(locked, now=now) and locked.claimed_by_id != user.pk:
         raise _claim_conflict(locked)
     renewed = locked.claimed_by_id == user.pk
@@ -350,7 +351,7 @@ def review_submit(
         if claim_is_active(locked):
             raise _claim_conflict(locked)
         raise ClaimRequiredError("Claim the case before saving a read.")
-    stage = _check_may_read(case=locked, user=user, stage=case_review_stage(locked))
+    stage = check_may_read(case=locked, user=user, stage=case_review_stage(locked))
 
     images = case_image_reads(case=locked)
     by_id = {item.image.pk: item for item in images}
@@ -463,6 +464,7 @@ __all__ = [
     "NotYourReadError",
     "SameReaderError",
     "case_priority",
+    "check_may_read",
     "region_clean",
     "review_claim",
     "review_claim_next",

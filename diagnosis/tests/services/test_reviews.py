@@ -459,16 +459,18 @@ class TestSecondReadAndAdjudication:
 
         review_claim(case=case, user=admin_user)
         image_a, image_b = case.images.order_by("position")
-        with patch.object(reviews, "webhook_notify") as notify:
-            with django_capture_on_commit_callbacks(execute=True):
-                done = review_submit(
-                    case=case,
-                    user=admin_user,
-                    reads=[
-                        ImageRead(image_id=image_a.pk, decision=CORRECT),  # not fractured
-                        ImageRead(image_id=image_b.pk, decision=CONFIRM),  # not fractured
-                    ],
-                )
+        with (
+            patch.object(reviews, "webhook_notify") as notify,
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            done = review_submit(
+                case=case,
+                user=admin_user,
+                reads=[
+                    ImageRead(image_id=image_a.pk, decision=CORRECT),  # not fractured
+                    ImageRead(image_id=image_b.pk, decision=CONFIRM),  # not fractured
+                ],
+            )
         assert done.status == Case.Status.REVIEWED
         assert done.final_label == Label.NOT_FRACTURED
         assert Review.objects.filter(read_number=3).count() == 2

@@ -1,0 +1,410 @@
+"""Radiologist pages: the review queue (page and JSON), claims, the review screen, reader statistics.
+
+Thin: permissions and input parsing here, everything else in selectors/services. Who may read what
+is decided by the services (claims, second-reader and adjudicator rules); the views turn their
+errors into pages with the right status (403, 404, 409).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST, require_safe
+
+from diagnosis.exceptions import (
+    ConflictError,
+    DomainError,
+    InvalidStateError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from diagnosis.models import AuditEvent, BodyPart, Case, Label, Review
+from diagnosis.selectors.models import model_version_list
+from diagnosis.selectors.reviews import (
+    QUEUE_STATUSES,
+    STAGE_ADJUDICATION,
+    STAGE_NAMES,
+    QueueFilters,
+    case_image_reads,
+    case_review_stage,
+    claim_is_active,
+    review_case_get,
+    review_claims_held,
+    review_queue,
+    review_queue_counts,
+    review_statistics,
+    user_can_use_queue,
+)
+from diagnosis.services.audit import audit_record
+from diagnosis.services.reviews import (
+    ClaimedByOtherError,
+    ImageRead,
+    InvalidReadError,
+    check_may_read,
+    review_claim,
+    review_claim_next,
+    review_release,
+    review_submit,
+)
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 25
+STAGE_COUNT_KEYS = {1: "first", 2: "second", 3: "adjudication"}
+
+
+def _require_queue_user(request: HttpRequest) -> None:
+    if not user_can_use_queue(request.user):
+        audit_record(
+            action="review.access",
+            request=request,
+            outcome=AuditEvent.Outcome.DENIED,
+            path=request.path[:200],
+        )
+        raise PermissionDenied("Reviewing needs the radiologist role.")
+
+
+def _get_case(request: HttpRequest, case_uuid: Any) -> Case:
+    try:
+        return review_case_get(user=request.user, case_uuid=case_uuid)
+    except NotFoundError as exc:
+        raise Http404("Case not found") from exc
+
+
+def _error_page(
+    request: HttpRequest, error: DomainError, *, case: Case | None = None
+) -> HttpResponse:
+    """A readable page for a refused review action, with the error's status (403/409/400)."""
+    audit_record(
+        action="review.denied",
+        request=request,
+        obj=case,
+        outcome=AuditEvent.Outcome.DENIED,
+        code=error.code,
+    )
+    return render(
+        request,
+        "review/refused.html",
+        {"error": error, "case": case},
+        status=error.status_code,
+    )
+
+
+def _first_url(name: str, candidates: list[dict[str, Any]]) -> str:
+    """Reverse `name` with the first kwargs set it accepts ('' when none does)."""
+    for kwargs in candidates:
+        try:
+            return reverse(name, kwargs=kwargs)
+        except NoReverseMatch:
+            continue
+    return ""
+
+
+def image_urls(case: Case, image_id: int, prediction_id: int | None) -> dict[str, str]:
+    """Permission-checked file views of the case pages: the radiograph and the RGBA heat-map."""
+    image = _first_url(
+        "diagnosis:image_file",
+        [
+            {"case_uuid": case.uuid, "pk": image_id},
+            {"case_uuid": case.uuid, "image_id": image_id},
+            {"image_id": image_id},
+        ],
+    )
+    heatmap = ""
+    if prediction_id is not None:
+        heatmap = _first_url(
+            "diagnosis:heatmap_file",
+            [
+                {"case_uuid": case.uuid, "prediction_id": prediction_id},
+                {"prediction_id": prediction_id},
+                {"case_uuid": case.uuid, "image_id": image_id},
+                {"image_id": image_id},
+                {"pk": prediction_id},
+            ],
+        )
+    return {"image": image, "heatmap": heatmap}
+
+
+# --- Queue --------------------------------------------------------------------------------------------------
+
+
+def _queue_page(request: HttpRequest) -> tuple[QueueFilters, Any, dict[str, int]]:
+    filters = QueueFilters.from_params(request.GET)
+    now = timezone.now()
+    counts = review_queue_counts(user=request.user, filters=filters, now=now)
+    paginator = Paginator(review_queue(user=request.user, filters=filters, now=now), PAGE_SIZE)
+    # The counts query already knows the total: spare the paginator its COUNT(*).
+    paginator.__dict__["count"] = (
+        counts[STAGE_COUNT_KEYS[filters.stage]] if filters.stage else counts["total"]
+    )
+    page = paginator.get_page(request.GET.get("page"))
+    return filters, page, counts
+
+
+def _queue_row(case: Case, user_pk: int) -> dict[str, Any]:
+    stage = case_review_stage(case)
+    return {
+        "uuid": str(case.uuid),
+        "patient_ref": case.patient_ref,
+        "body_part": case.body_part,
+        "body_part_display": case.get_body_part_display(),
+        "status": case.status,
+        "stage": stage,
+        "stage_name": STAGE_NAMES.get(stage, "") if stage else "",
+        "priority": case.priority,
+        "urgent": case.urgent,
+        "top_probability": case.top_probability,
+        "model_version": case.top_model_version,
+        "images": case.image_count or 0,
+        "created_at": case.created_at.isoformat(),
+        "claimed_by_me": case.claimed_by_id == user_pk,
+        "review_url": reverse("review:case", kwargs={"case_uuid": case.uuid}),
+    }
+
+
+@login_required
+@require_safe
+def queue_view(request: HttpRequest) -> HttpResponse:
+    _require_queue_user(request)
+    filters, page, counts = _queue_page(request)
+    audit_record(
+        action="review.queue_view",
+        request=request,
+        object_type="review_queue",
+        page=page.number,
+        **filters.as_params(),
+    )
+    rows = [{**_queue_row(case, request.user.pk), "case": case} for case in page.object_list]
+    return render(
+        request,
+        "review/queue.html",
+        {
+            "page": page,
+            "rows": rows,
+            "counts": counts,
+            "filters": filters,
+            "filter_query": urlencode(filters.as_params()),
+            "held": list(review_claims_held(user=request.user)),
+            "body_parts": BodyPart.choices,
+            "statuses": [(s, Case.Status(s).label) for s in QUEUE_STATUSES],
+            "stages": sorted(STAGE_NAMES.items()),
+            "model_versions": list(model_version_list().values("pk", "version")),
+        },
+    )
+
+
+@login_required
+@require_safe
+def queue_data_view(request: HttpRequest) -> JsonResponse:
+    _require_queue_user(request)
+    filters, page, counts = _queue_page(request)
+    audit_record(
+        action="review.queue_view",
+        request=request,
+        object_type="review_queue",
+        page=page.number,
+        format="json",
+        **filters.as_params(),
+    )
+    return JsonResponse(
+        {
+            "counts": counts,
+            "page": page.number,
+            "num_pages": page.paginator.num_pages,
+            "results": [_queue_row(case, request.user.pk) for case in page.object_list],
+        }
+    )
+
+
+# --- Claims ----------------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def claim_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
+    _require_queue_user(request)
+    case = _get_case(request, case_uuid)
+    try:
+        review_claim(case=case, user=request.user, request=request)
+    except (ConflictError, PermissionDeniedError) as exc:
+        return _error_page(request, exc, case=case)
+    return redirect("review:case", case_uuid=case.uuid)
+
+
+@login_required
+@require_POST
+def claim_next_view(request: HttpRequest) -> HttpResponse:
+    _require_queue_user(request)
+    filters = QueueFilters.from_params(request.POST)
+    case = review_claim_next(user=request.user, filters=filters, request=request)
+    if case is None:
+        messages.info(request, "Nothing left in your queue.")
+        return redirect("review:queue")
+    return redirect("review:case", case_uuid=case.uuid)
+
+
+@login_required
+@require_POST
+def release_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
+    _require_queue_user(request)
+    case = _get_case(request, case_uuid)
+    try:
+        review_release(case=case, user=request.user, request=request)
+    except ConflictError as exc:
+        return _error_page(request, exc, case=case)
+    messages.info(request, "Case released back to the queue.")
+    return redirect("review:queue")
+
+
+# --- The review screen ---------------------------------------------------------------------------------------
+
+
+def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict[str, Any]:
+    # Blind second reads: before adjudication nobody sees another reader's decision.
+    if stage is None:
+        visible: list[int] | None = None
+    elif stage == STAGE_ADJUDICATION:
+        visible = [1, 2]
+    else:
+        visible = []
+    images = case_image_reads(case=case, visible_reads=visible)
+    holds_claim = case.claimed_by_id == request.user.pk and stage is not None
+    items = []
+    for item in images:
+        prediction = item.prediction
+        version = prediction.model_version if prediction else None
+        operating_point = version.default_operating_point if version else ""
+        threshold = (version.thresholds or {}).get(operating_point) if version else None
+        items.append(
+            {
+                "item": item,
+                "image": item.image,
+                "prediction": prediction,
+                "version": version,
+                "operating_point": operating_point,
+                "threshold": threshold,
+                "urls": image_urls(case, item.image.pk, prediction.pk if prediction else None),
+                "reads": [item.reads[n] for n in sorted(item.reads)],
+                "final_read": item.final_read(),
+                "region_json": json.dumps(item.final_region()) if stage is None else "",
+            }
+        )
+    return {
+        "case": case,
+        "stage": stage,
+        "stage_name": STAGE_NAMES.get(stage, "") if stage else "",
+        "holds_claim": holds_claim,
+        "claim_active": claim_is_active(case),
+        "items": items,
+        "labels": Label.choices,
+        "decisions": Review.Decision.choices,
+    }
+
+
+@login_required
+@require_safe
+def case_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
+    _require_queue_user(request)
+    case = _get_case(request, case_uuid)
+    stage = case_review_stage(case)
+    if stage is not None:
+        if claim_is_active(case) and case.claimed_by_id != request.user.pk:
+            return _error_page(
+                request,
+                ClaimedByOtherError(
+                    f"{case.claimed_by.get_username()} is reading this case. "
+                    "Pick another case from the queue."
+                ),
+                case=case,
+            )
+        refusal = _may_read_refusal(request, case, stage)
+        if refusal is not None:
+            return _error_page(request, refusal, case=case)
+    audit_record(action="review.view", request=request, obj=case, read_number=stage)
+    return render(request, "review/case.html", _screen_context(request, case, stage))
+
+
+def _may_read_refusal(request: HttpRequest, case: Case, stage: int) -> DomainError | None:
+    """The service's own check, asked without taking the claim."""
+    try:
+        check_may_read(case=case, user=request.user, stage=stage)
+    except (PermissionDeniedError, InvalidStateError) as exc:
+        return exc
+    return None
+
+
+def _reads_from_post(request: HttpRequest, case: Case) -> list[ImageRead]:
+    reads = []
+    for image_id in case.images.values_list("pk", flat=True):
+        raw_region = request.POST.get(f"region_{image_id}", "").strip()
+        try:
+            region = json.loads(raw_region) if raw_region else None
+        except ValueError as exc:
+            raise InvalidReadError("The drawn region could not be read.") from exc
+        reads.append(
+            ImageRead(
+                image_id=image_id,
+                decision=request.POST.get(f"decision_{image_id}", ""),
+                final_label=request.POST.get(f"final_label_{image_id}", ""),
+                region=region,
+                comment=request.POST.get(f"comment_{image_id}", ""),
+            )
+        )
+    return reads
+
+
+@login_required
+@require_POST
+def submit_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
+    _require_queue_user(request)
+    case = _get_case(request, case_uuid)
+    try:
+        reads = _reads_from_post(request, case)
+        done = review_submit(case=case, user=request.user, reads=reads, request=request)
+    except InvalidReadError as exc:
+        messages.error(request, exc.message)
+        context = _screen_context(request, case, case_review_stage(case))
+        context["posted"] = request.POST
+        return render(request, "review/case.html", context, status=400)
+    except (ConflictError, PermissionDeniedError) as exc:
+        return _error_page(request, exc, case=case)
+    outcome = {
+        Case.Status.REVIEWED: "Read saved: the case is reviewed.",
+    }.get(done.status, "Read saved: the case goes on to another reader.")
+    messages.success(request, outcome)
+    if request.POST.get("next"):
+        nxt = review_claim_next(user=request.user, request=request)
+        if nxt is not None:
+            return redirect("review:case", case_uuid=nxt.uuid)
+        messages.info(request, "Nothing left in your queue.")
+    return redirect("review:queue")
+
+
+# --- Statistics ---------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_safe
+def statistics_view(request: HttpRequest) -> HttpResponse:
+    if not (user_can_use_queue(request.user) or request.user.has_perm("diagnosis.manage_models")):
+        raise PermissionDenied("Reader statistics are for radiologists and admins.")
+    body_part = request.GET.get("body_part") or None
+    if body_part not in BodyPart.values:
+        body_part = None
+    stats = review_statistics(body_part=body_part)
+    return render(
+        request,
+        "review/statistics.html",
+        {"stats": stats, "body_part": body_part, "body_parts": BodyPart.choices},
+    )

@@ -1,0 +1,329 @@
+/*
+ * Radiograph viewer: zoom and pan (CSS transform), window/level and invert (canvas lookup table),
+ * Grad-CAM heat-map overlay (RGBA PNG, opacity and toggle), and a region box drawn by dragging,
+ * reported as fractions {x, y, w, h} of the image.
+ *
+ * No inline styles or scripts (the Content-Security-Policy forbids them): this file sets style
+ * properties through the CSSOM and SVG attributes only.
+ */
+(function () {
+  "use strict";
+
+  var MIN_BOX = 0.005; // smaller drags are clicks, not boxes
+
+  function clamp(v, lo, hi) {
+    return Math.min(hi, Math.max(lo, v));
+  }
+
+  function Viewer(root, options) {
+    this.root = root;
+    this.stage = options.stage;
+    this.canvas = options.canvas;
+    this.heatmap = options.heatmap;
+    this.status = options.status;
+    this.boxEl = options.box;
+    this.priorEls = options.priorBoxes || {};
+    this.onBox = options.onBox || function () {};
+    this.onChange = options.onChange || function () {};
+    this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
+    this.gray = null;
+    this.imageData = null;
+    this.naturalW = 0;
+    this.naturalH = 0;
+    this.scale = 1;
+    this.fitScale = 1;
+    this.tx = 0;
+    this.ty = 0;
+    this.level = 128;
+    this.window = 255;
+    this.inverted = false;
+    this.heatmapOn = true;
+    this.heatmapAvailable = false;
+    this.opacity = 0.4;
+    this.drawMode = false;
+    this.drawEnabled = !!options.drawEnabled;
+    this.box = null;
+    this.drag = null;
+    this.pending = false;
+    this.loadToken = 0;
+    this._bind();
+  }
+
+  Viewer.prototype._bind = function () {
+    var self = this;
+    this.root.addEventListener("wheel", function (e) {
+      e.preventDefault();
+      var r = self.root.getBoundingClientRect();
+      self.zoomBy(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top);
+    }, { passive: false });
+    this.root.addEventListener("pointerdown", function (e) {
+      if (e.button !== 0 || !self.naturalW) return;
+      self.root.focus();
+      self.root.setPointerCapture(e.pointerId);
+      if (self.drawEnabled && (self.drawMode || e.shiftKey)) {
+        var p = self.toFraction(e.clientX, e.clientY);
+        self.drag = { kind: "box", x0: p.x, y0: p.y };
+        self.root.classList.add("drawing");
+      } else {
+        self.drag = { kind: "pan", x: e.clientX, y: e.clientY, tx: self.tx, ty: self.ty };
+        self.root.classList.add("panning");
+      }
+    });
+    this.root.addEventListener("pointermove", function (e) {
+      if (!self.drag) return;
+      if (self.drag.kind === "pan") {
+        self.tx = self.drag.tx + (e.clientX - self.drag.x);
+        self.ty = self.drag.ty + (e.clientY - self.drag.y);
+        self._applyTransform();
+      } else {
+        var p = self.toFraction(e.clientX, e.clientY);
+        self._drawBox(self._boxFrom(self.drag.x0, self.drag.y0, p.x, p.y));
+      }
+    });
+    function end(e) {
+      if (!self.drag) return;
+      var drag = self.drag;
+      self.drag = null;
+      self.root.classList.remove("panning");
+      self.root.classList.remove("drawing");
+      if (drag.kind === "box") {
+        var p = self.toFraction(e.clientX, e.clientY);
+        var box = self._boxFrom(drag.x0, drag.y0, p.x, p.y);
+        if (box.w < MIN_BOX || box.h < MIN_BOX) {
+          self._drawBox(self.box); // a click: keep the previous box
+        } else {
+          self.setBox(box);
+          self.onBox(self.box);
+        }
+      }
+    }
+    this.root.addEventListener("pointerup", end);
+    this.root.addEventListener("pointercancel", end);
+    window.addEventListener("resize", function () { self.reset(); });
+  };
+
+  Viewer.prototype._boxFrom = function (x0, y0, x1, y1) {
+    var round = function (v) { return Math.round(v * 100000) / 100000; };
+    return {
+      x: round(Math.min(x0, x1)),
+      y: round(Math.min(y0, y1)),
+      w: round(Math.abs(x1 - x0)),
+      h: round(Math.abs(y1 - y0)),
+    };
+  };
+
+  /* Client coordinates -> fractions of the image (the stage's box already includes the transform). */
+  Viewer.prototype.toFraction = function (clientX, clientY) {
+    var r = this.stage.getBoundingClientRect();
+    return {
+      x: clamp((clientX - r.left) / r.width, 0, 1),
+      y: clamp((clientY - r.top) / r.height, 0, 1),
+    };
+  };
+
+  Viewer.prototype.load = function (imageUrl, heatmapUrl) {
+    var self = this;
+    var token = ++this.loadToken;
+    this.gray = null;
+    this.naturalW = 0;
+    this.status.textContent = imageUrl ? "Loading image…" : "No image file available.";
+    this.heatmapAvailable = false;
+    this.heatmap.hidden = true;
+    if (heatmapUrl) {
+      this.heatmap.onload = function () {
+        if (token !== self.loadToken) return;
+        self.heatmapAvailable = true;
+        self._applyHeatmap();
+      };
+      this.heatmap.onerror = function () {
+        self.heatmapAvailable = false;
+        self._applyHeatmap();
+      };
+      this.heatmap.src = heatmapUrl;
+    } else {
+      this.heatmap.removeAttribute("src");
+      this._applyHeatmap();
+    }
+    if (!imageUrl) return;
+    var img = new Image();
+    img.onload = function () {
+      if (token !== self.loadToken) return;
+      self._setImage(img);
+    };
+    img.onerror = function () {
+      if (token === self.loadToken) self.status.textContent = "The image could not be loaded.";
+    };
+    img.src = imageUrl;
+  };
+
+  Viewer.prototype._setImage = function (img) {
+    this.naturalW = img.naturalWidth;
+    this.naturalH = img.naturalHeight;
+    this.canvas.width = this.naturalW;
+    this.canvas.height = this.naturalH;
+    this.stage.style.width = this.naturalW + "px";
+    this.stage.style.height = this.naturalH + "px";
+    this.ctx.drawImage(img, 0, 0);
+    try {
+      var data = this.ctx.getImageData(0, 0, this.naturalW, this.naturalH);
+      var n = this.naturalW * this.naturalH;
+      this.gray = new Uint8ClampedArray(n);
+      for (var i = 0; i < n; i++) this.gray[i] = data.data[i * 4];
+      this.imageData = data;
+    } catch (err) {
+      this.gray = null; // pixels unreadable: fall back to CSS filters
+    }
+    this.reset();
+    this._render();
+    this.root.dataset.loaded = "1";
+  };
+
+  Viewer.prototype._render = function () {
+    var self = this;
+    if (this.pending) return;
+    this.pending = true;
+    window.requestAnimationFrame(function () {
+      self.pending = false;
+      self._paint();
+    });
+  };
+
+  Viewer.prototype._paint = function () {
+    if (!this.naturalW) return;
+    if (this.gray) {
+      var lut = new Uint8ClampedArray(256);
+      var lo = this.level - this.window / 2;
+      for (var v = 0; v < 256; v++) {
+        var out = ((v - lo) / this.window) * 255;
+        out = clamp(Math.round(out), 0, 255);
+        lut[v] = this.inverted ? 255 - out : out;
+      }
+      var px = this.imageData.data;
+      var g = this.gray;
+      for (var i = 0, j = 0; i < g.length; i++, j += 4) {
+        var o = lut[g[i]];
+        px[j] = o;
+        px[j + 1] = o;
+        px[j + 2] = o;
+        px[j + 3] = 255;
+      }
+      this.ctx.putImageData(this.imageData, 0, 0);
+    } else {
+      var contrast = 255 / this.window;
+      var brightness = 1 + (128 - this.level) / 128;
+      this.canvas.style.filter = "brightness(" + brightness + ") contrast(" + contrast + ")" +
+        (this.inverted ? " invert(1)" : "");
+    }
+    this._updateStatus();
+  };
+
+  Viewer.prototype._updateStatus = function () {
+    if (!this.naturalW) return;
+    this.status.textContent = "Zoom " + Math.round(this.scale * 100) + "% · level " + this.level +
+      " · window " + this.window + (this.inverted ? " · inverted" : "");
+    this.onChange(this);
+  };
+
+  Viewer.prototype._applyTransform = function () {
+    this.stage.style.transform = "translate(" + this.tx + "px, " + this.ty + "px) scale(" + this.scale + ")";
+    this._updateStatus();
+  };
+
+  Viewer.prototype.reset = function () {
+    if (!this.naturalW) return;
+    var vw = this.root.clientWidth;
+    var vh = this.root.clientHeight;
+    this.fitScale = Math.min(vw / this.naturalW, vh / this.naturalH);
+    this.scale = this.fitScale;
+    this.tx = (vw - this.naturalW * this.scale) / 2;
+    this.ty = (vh - this.naturalH * this.scale) / 2;
+    this._applyTransform();
+  };
+
+  Viewer.prototype.zoomBy = function (factor, cx, cy) {
+    if (!this.naturalW) return;
+    if (cx === undefined) {
+      cx = this.root.clientWidth / 2;
+      cy = this.root.clientHeight / 2;
+    }
+    var next = clamp(this.scale * factor, this.fitScale * 0.5, this.fitScale * 20);
+    var f = next / this.scale;
+    this.tx = cx - (cx - this.tx) * f;
+    this.ty = cy - (cy - this.ty) * f;
+    this.scale = next;
+    this._applyTransform();
+  };
+
+  Viewer.prototype.setWindow = function (level, width) {
+    this.level = clamp(Math.round(level), 0, 255);
+    this.window = clamp(Math.round(width), 1, 255);
+    this._render();
+  };
+
+  Viewer.prototype.setInvert = function (on) {
+    this.inverted = !!on;
+    this._render();
+    return this.inverted;
+  };
+
+  Viewer.prototype.toggleInvert = function () {
+    return this.setInvert(!this.inverted);
+  };
+
+  Viewer.prototype._applyHeatmap = function () {
+    this.heatmap.hidden = !(this.heatmapOn && this.heatmapAvailable);
+    this.heatmap.style.opacity = String(this.opacity);
+  };
+
+  Viewer.prototype.setHeatmapVisible = function (on) {
+    this.heatmapOn = !!on;
+    this._applyHeatmap();
+    return this.heatmapOn;
+  };
+
+  Viewer.prototype.toggleHeatmap = function () {
+    return this.setHeatmapVisible(!this.heatmapOn);
+  };
+
+  Viewer.prototype.setHeatmapOpacity = function (fraction) {
+    this.opacity = clamp(fraction, 0, 1);
+    this._applyHeatmap();
+  };
+
+  Viewer.prototype.setDrawMode = function (on) {
+    this.drawMode = !!on && this.drawEnabled;
+    this.root.classList.toggle("draw-mode", this.drawMode);
+    return this.drawMode;
+  };
+
+  Viewer.prototype._drawBox = function (box) {
+    setRect(this.boxEl, box);
+  };
+
+  Viewer.prototype.setBox = function (box) {
+    this.box = box && box.w > 0 && box.h > 0 ? box : null;
+    this._drawBox(this.box);
+  };
+
+  Viewer.prototype.setPriorBoxes = function (regions) {
+    var self = this;
+    Object.keys(this.priorEls).forEach(function (key) {
+      setRect(self.priorEls[key], regions[key] || null);
+    });
+  };
+
+  function setRect(el, box) {
+    if (!el) return;
+    if (!box) {
+      el.setAttribute("visibility", "hidden");
+      return;
+    }
+    el.setAttribute("x", box.x);
+    el.setAttribute("y", box.y);
+    el.setAttribute("width", box.w);
+    el.setAttribute("height", box.h);
+    el.setAttribute("visibility", "visible");
+  }
+
+  window.FractureViewer = Viewer;
+})();
