@@ -110,8 +110,7 @@ def case_create(
         urgent=bool(urgent),
         status=Case.Status.RECEIVED,
     )
-    if "\x00" in case.clinical_question:
-        raise ValidationError({"clinical_question": ["Null characters are not allowed."]})
+    _check_free_text(case.clinical_question)
     case.full_clean(validate_unique=False, validate_constraints=False)
     canonical = _validate_files(files)
 
@@ -168,6 +167,15 @@ def _case_store(*, case: Case, canonical: list[CanonicalImage], written: list[st
     # re-enqueues cases left in `received`/`queued`).
     transaction.on_commit(lambda: case_request_predictions(case=case), robust=True)
     return case
+
+
+def _check_free_text(question: str) -> None:
+    """TextField max_length is not enforced by full_clean, and PostgreSQL refuses NUL bytes."""
+    limit = Case._meta.get_field("clinical_question").max_length or 2000
+    if len(question) > limit:
+        raise ValidationError({"clinical_question": [f"At most {limit} characters."]})
+    if "\x00" in question:
+        raise ValidationError({"clinical_question": ["Null characters are not allowed."]})
 
 
 def _validate_files(files: Sequence[UploadedFile]) -> list[CanonicalImage]:
