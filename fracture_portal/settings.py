@@ -211,6 +211,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "CaseStatusEnum": "diagnosis.models.Case.Status",
+        "PredictionStatusEnum": "diagnosis.models.Prediction.Status",
+        "ModelVersionStatusEnum": "diagnosis.models.ModelVersion.Status",
+        "LabelEnum": "diagnosis.models.Label",
+    },
 }
 # Webhooks to API clients: private/loopback targets only in development and tests (SSRF guard).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=DEBUG)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
@@ -15,7 +21,22 @@ from rest_framework.views import exception_handler
 from diagnosis.exceptions import DomainError
 
 
+def _suspicious(exc: SuspiciousOperation) -> Response:
+    """Request-parsing limits (body size, field and file counts) as 4xx in the one format."""
+    if isinstance(exc, RequestDataTooBig):
+        code, status, message = "request_too_large", 413, "The request body is too large."
+    elif isinstance(exc, TooManyFilesSent):
+        code, status, message = "too_many_files", 400, "Too many files in one request."
+    elif isinstance(exc, TooManyFieldsSent):
+        code, status, message = "too_many_fields", 400, "Too many fields in one request."
+    else:
+        code, status, message = "bad_request", 400, "The request is malformed."
+    return Response({"code": code, "message": message, "extra": {}}, status=status)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, SuspiciousOperation):
+        return _suspicious(exc)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
     if isinstance(exc, Http404):

@@ -20,6 +20,7 @@ from diagnosis.models import (
     XrayImage,
 )
 from diagnosis.selectors.api import prediction_pick
+from diagnosis.selectors.reviews import case_review_stage
 
 
 def _absolute(context: dict[str, Any], url: str) -> str:
@@ -257,3 +258,73 @@ class ModelVersionOutputSerializer(serializers.Serializer):
         if instance.promoted_by_id is None:
             data["promoted_by"] = None
         return data
+
+
+# --- Review -------------------------------------------------------------------------------------------
+
+
+class ReviewQueueFilterSerializer(serializers.Serializer):
+    body_part = serializers.ChoiceField(choices=BodyPart.choices, required=False)
+    stage = serializers.ChoiceField(
+        choices=Review.Read.choices,
+        required=False,
+        help_text="1: first read, 2: second read, 3: adjudication.",
+    )
+
+
+class ReviewQueueItemOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    url = serializers.SerializerMethodField()
+    body_part = serializers.ChoiceField(choices=BodyPart.choices)
+    status = serializers.ChoiceField(choices=Case.Status.choices)
+    stage = serializers.SerializerMethodField(help_text="The read the case waits for (1, 2, 3).")
+    urgent = serializers.BooleanField()
+    priority = serializers.FloatField()
+    top_probability = serializers.FloatField(allow_null=True)
+    top_model_version = serializers.CharField(allow_null=True)
+    image_count = serializers.IntegerField(allow_null=True)
+    claimed_by = serializers.CharField(source="claimed_by.username", allow_null=True)
+    claim_expires_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    def get_url(self, case: Case) -> str:
+        return _absolute(self.context, reverse("api:case-detail", kwargs={"uuid": case.uuid}))
+
+    def get_stage(self, case: Case) -> int | None:
+        return case_review_stage(case)
+
+
+class ClaimOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    status = serializers.ChoiceField(choices=Case.Status.choices)
+    stage = serializers.SerializerMethodField()
+    claimed_by = serializers.CharField(source="claimed_by.username", allow_null=True)
+    claim_expires_at = serializers.DateTimeField(allow_null=True)
+
+    def get_stage(self, case: Case) -> int | None:
+        return case_review_stage(case)
+
+
+class RegionInputSerializer(serializers.Serializer):
+    x = serializers.FloatField(min_value=0.0, max_value=1.0)
+    y = serializers.FloatField(min_value=0.0, max_value=1.0)
+    w = serializers.FloatField(min_value=0.0, max_value=1.0)
+    h = serializers.FloatField(min_value=0.0, max_value=1.0)
+
+
+class ReadInputSerializer(serializers.Serializer):
+    image_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    decision = serializers.ChoiceField(choices=Review.Decision.choices)
+    final_label = serializers.ChoiceField(
+        choices=Label.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Optional: implied by the decision when the image has a model result.",
+    )
+    region = RegionInputSerializer(required=False, allow_null=True, default=None)
+    comment = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+
+
+class ReviewSubmitInputSerializer(serializers.Serializer):
+    reads = ReadInputSerializer(many=True, min_length=1, max_length=100)

@@ -2,12 +2,15 @@
 
 from rest_framework.routers import SimpleRouter
 
-from diagnosis.api import views
+from diagnosis.api import training, views
 
 app_name = "api"
 
 router = SimpleRouter()
 router.register("cases", views.CaseViewSet, basename="case")
 router.register("models", views.ModelVersionViewSet, basename="model-version")
+router.register("training/runs", training.TrainingRunViewSet, basename="training-run")
+router.register("review/queue", views.ReviewQueueViewSet, basename="review-queue")
+router.register("review/cases", views.ReviewCaseViewSet, basename="review-case")
 
 urlpatterns = router.urls

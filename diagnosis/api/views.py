@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.http import FileResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -26,11 +27,18 @@ from diagnosis.api import serializers as s
 from diagnosis.api.permissions import HasScope, request_token
 from diagnosis.api.schema import PortalAutoSchema
 from diagnosis.api.throttling import TokenScopeRateThrottle
-from diagnosis.exceptions import DomainError
 from diagnosis.models import Case
 from diagnosis.selectors import api as api_selectors
 from diagnosis.selectors.models import model_version_list
+from diagnosis.selectors.reviews import (
+    QueueFilters,
+    review_case_get,
+    review_queue,
+)
 from diagnosis.services.audit import audit_record
+from diagnosis.services.cases import case_cancel, case_create
+from diagnosis.services.models import model_version_activate, model_version_rollback
+from diagnosis.services.reviews import ImageRead, review_claim, review_release, review_submit
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +112,21 @@ class CaseViewSet(ApiViewSet):
     scopes = {"create": "write", "cancel": "write"}
     throttle_scopes = {"create": "uploads"}
 
+    def _current_action(self) -> str | None:
+        # Parsers and renderers are chosen before DRF sets `self.action`.
+        if getattr(self, "action", None):
+            return self.action
+        request = getattr(self, "request", None)
+        actions = getattr(self, "action_map", None) or {}
+        return actions.get(request.method.lower()) if request is not None else None
+
     def get_parsers(self):
-        if getattr(self, "action", None) == "create" or self.request is None:
+        if self._current_action() == "create":
             return [MultiPartParser(), FormParser()]
         return [JSONParser()]
 
     def get_renderers(self):
-        if getattr(self, "action", None) in ("image_file", "image_heatmap"):
+        if self._current_action() in ("image_file", "image_heatmap"):
             return [JSONRenderer(), PngRenderer()]
         return [JSONRenderer()]
 
@@ -149,17 +165,10 @@ class CaseViewSet(ApiViewSet):
         summary="Create a case from one or more radiographs (multipart)",
     )
     def create(self, request: Request) -> Response:
-        from diagnosis.services.cases import case_create
-
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
-        if len(key) > 128 or any(not ch.isprintable() for ch in key):
-            raise DomainError(
-                "The Idempotency-Key must be at most 128 printable characters.",
-                field=IDEMPOTENCY_HEADER,
-            )
         existing = api_selectors.api_case_get_by_idempotency_key(user=request.user, key=key)
         if existing is not None:
-            self.audit("case.create", existing, outcome_detail="idempotent_replay")
+            self.audit("case.replay", existing)
             body = s.CaseCreatedOutputSerializer(
                 existing, context={"request": request, "replayed": True}
             ).data
@@ -167,6 +176,7 @@ class CaseViewSet(ApiViewSet):
         data = s.CaseCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         token = request_token(request)
+        started = timezone.now()
         case = case_create(
             user=request.user,
             patient_ref=data.validated_data["patient_ref"],
@@ -178,9 +188,16 @@ class CaseViewSet(ApiViewSet):
             idempotency_key=key,
             urgent=data.validated_data["urgent"],
         )
-        logger.info("api case created", extra={"case_id": case.pk})
-        body = s.CaseCreatedOutputSerializer(case, context={"request": request}).data
-        return Response(body, status=status.HTTP_202_ACCEPTED)
+        # A concurrent request with the same key may have won the race: the service then returns
+        # the winner's case, which predates this request.
+        replayed = bool(key) and case.created_at < started
+        if replayed:
+            self.audit("case.replay", case)  # case_create audits the creation itself
+        logger.info("api case created", extra={"case_id": case.pk, "replayed": replayed})
+        body = s.CaseCreatedOutputSerializer(
+            case, context={"request": request, "replayed": replayed}
+        ).data
+        return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=s.CaseDetailOutputSerializer, summary="A case and its results")
     def retrieve(self, request: Request, uuid: str) -> Response:
@@ -194,8 +211,6 @@ class CaseViewSet(ApiViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, uuid: str) -> Response:
         case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
-        from diagnosis.services.cases import case_cancel
-
         case_cancel(case=case, user=request.user)
         case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
         return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)
@@ -233,7 +248,7 @@ class ModelVersionViewSet(ApiViewSet):
     lookup_field = "version"
     lookup_value_regex = r"[A-Za-z0-9._-]{1,64}"
     pagination_class = CappedPageNumberPagination
-    scopes = {"list": "admin", "retrieve": "admin", "activate": "admin"}
+    scopes = {"list": "admin", "retrieve": "admin", "activate": "admin", "rollback": "admin"}
 
     @extend_schema(responses=s.ModelVersionOutputSerializer(many=True), summary="Model versions")
     def list(self, request: Request) -> Response:
@@ -244,3 +259,87 @@ class ModelVersionViewSet(ApiViewSet):
     def retrieve(self, request: Request, version: str) -> Response:
         version_obj = api_selectors.api_model_version_get(version=version)
         return Response(s.ModelVersionOutputSerializer(version_obj).data)
+
+    @extend_schema(
+        request=None,
+        responses=s.ModelVersionOutputSerializer,
+        summary="Activate a model version (the active one is retired)",
+    )
+    @action(detail=True, methods=["post"])
+    def activate(self, request: Request, version: str) -> Response:
+        version_obj = api_selectors.api_model_version_get(version=version)
+        activated = model_version_activate(
+            version=version_obj, user=request.user, reason="manual", request=request
+        )
+        return Response(s.ModelVersionOutputSerializer(activated).data)
+
+    @extend_schema(
+        request=None,
+        responses=s.ModelVersionOutputSerializer,
+        summary="Roll back to the previously active model version",
+    )
+    @action(detail=False, methods=["post"])
+    def rollback(self, request: Request) -> Response:
+        activated = model_version_rollback(user=request.user, request=request)
+        return Response(s.ModelVersionOutputSerializer(activated).data)
+
+
+@extend_schema(tags=["review"])
+class ReviewQueueViewSet(ApiViewSet):
+    pagination_class = CappedPageNumberPagination
+    scopes = {"list": "review"}
+
+    @extend_schema(
+        parameters=[s.ReviewQueueFilterSerializer],
+        responses=s.ReviewQueueItemOutputSerializer(many=True),
+        summary="Cases waiting for a read this account may do, most urgent first",
+    )
+    def list(self, request: Request) -> Response:
+        filters = s.ReviewQueueFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        queue = review_queue(user=request.user, filters=QueueFilters(**filters.validated_data))
+        page = self.paginate_queryset(queue)
+        data = s.ReviewQueueItemOutputSerializer(page, many=True, context={"request": request}).data
+        self.audit("review.queue", None, count=len(page or []))
+        return self.get_paginated_response(data)
+
+
+@extend_schema(tags=["review"])
+class ReviewCaseViewSet(ApiViewSet):
+    lookup_field = "uuid"
+    lookup_value_regex = UUID_REGEX
+    scopes = {"claim": "review", "release": "review", "reads": "review"}
+    parser_classes = [JSONParser]
+
+    def _case(self, uuid: str) -> Case:
+        return review_case_get(user=self.request.user, case_uuid=uuid)
+
+    @extend_schema(
+        request=None,
+        responses=s.ClaimOutputSerializer,
+        summary="Claim a case for the read it waits for (or renew your claim)",
+    )
+    @action(detail=True, methods=["post"])
+    def claim(self, request: Request, uuid: str) -> Response:
+        case = review_claim(case=self._case(uuid), user=request.user, request=request)
+        return Response(s.ClaimOutputSerializer(case, context={"request": request}).data)
+
+    @extend_schema(request=None, responses=s.ClaimOutputSerializer, summary="Give a claim back")
+    @action(detail=True, methods=["post"])
+    def release(self, request: Request, uuid: str) -> Response:
+        case = review_release(case=self._case(uuid), user=request.user, request=request)
+        return Response(s.ClaimOutputSerializer(case, context={"request": request}).data)
+
+    @extend_schema(
+        request=s.ReviewSubmitInputSerializer,
+        responses=s.CaseDetailOutputSerializer,
+        summary="Submit your read of every image of a claimed case",
+    )
+    @action(detail=True, methods=["post"])
+    def reads(self, request: Request, uuid: str) -> Response:
+        data = s.ReviewSubmitInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reads = [ImageRead(**read) for read in data.validated_data["reads"]]
+        review_submit(case=self._case(uuid), user=request.user, reads=reads, request=request)
+        case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
+        return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)

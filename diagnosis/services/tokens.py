@@ -27,13 +27,14 @@ logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "fp_"  # noqa: S105 (a format marker, not a secret)
 PREFIX_LENGTH = 8
-# The permission a user must hold for a token scope to mean anything: effective rights are the
-# intersection of the token's scopes and the user's permissions.
-SCOPE_PERMISSIONS: dict[str, str] = {
-    ApiToken.Scope.READ: "diagnosis.view_case",
-    ApiToken.Scope.WRITE: "diagnosis.add_case",
-    ApiToken.Scope.REVIEW: "diagnosis.review_case",
-    ApiToken.Scope.ADMIN: "diagnosis.manage_models",
+# The permissions behind each token scope: effective rights are the intersection of the token's
+# scopes and the user's permissions. A scope counts when the user holds any of its permissions
+# (review: reading cases for radiologists, adjudicating for admins).
+SCOPE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    ApiToken.Scope.READ: ("diagnosis.view_case",),
+    ApiToken.Scope.WRITE: ("diagnosis.add_case",),
+    ApiToken.Scope.REVIEW: ("diagnosis.review_case", "diagnosis.adjudicate_case"),
+    ApiToken.Scope.ADMIN: ("diagnosis.manage_models",),
 }
 MAX_TOKEN_DAYS = 365
 # last_used_at is written at most this often per token, so reads stay reads.
@@ -50,7 +51,7 @@ def token_hash(raw: str) -> str:
 
 def scopes_allowed_for(*, user: AbstractBaseUser) -> list[str]:
     """The scopes that would grant this user something (offered on the token page)."""
-    return [scope for scope, perm in SCOPE_PERMISSIONS.items() if user.has_perm(perm)]
+    return [scope for scope in SCOPE_PERMISSIONS if _user_holds(user=user, scope=scope)]
 
 
 @transaction.atomic
@@ -207,10 +208,13 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
 def token_grants(*, token: ApiToken | None, user: AbstractBaseUser, scope: str) -> bool:
     """Whether a request may act in `scope`: the user's permission, and for token requests also
     the token's scope (a browser session carries every scope its user's permissions allow)."""
-    perm = SCOPE_PERMISSIONS.get(scope)
-    if perm is None or not user.has_perm(perm):
+    if not _user_holds(user=user, scope=scope):
         return False
     return token is None or scope in (token.scopes or [])
+
+
+def _user_holds(*, user: AbstractBaseUser, scope: str) -> bool:
+    return any(user.has_perm(perm) for perm in SCOPE_PERMISSIONS.get(scope, ()))
 
 
 def _require_owner(*, client: ApiClient, user: AbstractBaseUser) -> None:
