@@ -137,3 +137,42 @@ def test_jpeg_header_dimensions_are_checked_before_decoding(settings):
     with pytest.raises(InvalidUploadError) as info:
         validate_upload(builders.progressive_jpeg(), "x.jpg")  # 64x48 = 3072 pixels
     assert info.value.code == "image_too_large"
+
+
+def _encapsulated(transfer_syntax: str, fragment: bytes) -> bytes:
+    from pydicom.encaps import encapsulate
+
+    ds = builders.dicom_dataset(builders.gradient())
+    ds.PixelData = encapsulate([fragment])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    return builders.dicom_bytes(ds)
+
+
+def test_rle_compressed_dicom_is_accepted():
+    from pydicom.uid import RLELossless
+
+    values = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (16, 1))
+    ds = builders.dicom_dataset(values, bits_stored=12, window=(2048, 1024))
+    ds.compress(RLELossless)
+    canonical = validate_upload(builders.dicom_bytes(ds), "rle.dcm")
+    arr = builders.decode_canonical(canonical.png_bytes)
+    assert (arr[0, 0], arr[0, -1]) == (0, 255)
+    assert canonical.dicom_metadata["TransferSyntaxUID"] == RLELossless
+
+
+def test_jpeg_baseline_dicom_is_accepted():
+    from pydicom.uid import JPEGBaseline8Bit
+
+    jpeg = builders.encode(Image.fromarray(builders.gradient()), "JPEG", quality=95)
+    canonical = validate_upload(_encapsulated(JPEGBaseline8Bit, jpeg), "jpeg.dcm")
+    arr = builders.decode_canonical(canonical.png_bytes)
+    assert np.abs(arr.astype(int) - builders.gradient().astype(int)).max() <= 8
+
+
+def test_undecodable_dicom_compression_is_refused_with_a_code():
+    from pydicom.uid import JPEGLSLossless
+
+    with pytest.raises(InvalidUploadError) as info:
+        validate_upload(_encapsulated(JPEGLSLossless, b"\xff\xd8 not really jpeg-ls"), "x.dcm")
+    assert info.value.code in ("unsupported_format", "invalid_dicom")
