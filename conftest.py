@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import transaction
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+# Under CI=true a skipped test fails the run: a missing PostgreSQL, Redis, worker or browser must
+# never pass silently as a skip (expected failures, xfail, are unaffected).
+CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+_CI_SKIP_MESSAGE = "skipped under CI=true; a missing service or tool must fail, not skip: "
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"{_CI_SKIP_MESSAGE}{report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"{_CI_SKIP_MESSAGE}{report.longrepr}"
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,20 @@
-"""Test overlay: speed-ups only. Tests talk to real PostgreSQL and Redis."""
+"""Test overlay: speed-ups only. Tests talk to real PostgreSQL and Redis.
+
+The services default to the standard local ports (what `bin/ensure-services` provides); PGHOST,
+PGPORT, REDIS_HOST and REDIS_PORT move them, and DATABASE_URL, CELERY_BROKER_URL and
+REDIS_CACHE_URL override them outright (e.g. to keep parallel runs apart).
+"""
 
 import os
 
+_pg = f"{os.environ.get('PGHOST', '127.0.0.1')}:{os.environ.get('PGPORT', '5432')}"
+_redis = f"{os.environ.get('REDIS_HOST', '127.0.0.1')}:{os.environ.get('REDIS_PORT', '6379')}"
 os.environ.setdefault("DJANGO_DEBUG", "1")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fracture_portal")
-os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
-os.environ.setdefault("REDIS_CACHE_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("DATABASE_URL", f"postgres://postgres@{_pg}/fracture_portal")
+os.environ.setdefault("CELERY_BROKER_URL", f"redis://{_redis}/14")
+os.environ.setdefault("REDIS_CACHE_URL", f"redis://{_redis}/15")
 
-from fracture_portal.settings import *
+from fracture_portal.settings import *  # noqa: E402  (after the environment defaults)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
