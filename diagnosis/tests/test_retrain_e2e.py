@@ -119,6 +119,26 @@ def test_snapshot_pages_show_balance_and_export_is_a_zip(
     assert AuditEvent.objects.filter(action="snapshot.export").count() == 1
 
 
+def test_api_starts_one_run_at_a_time_for_admins_only(admin_user, clinician, client_for):
+    url = "/api/v1/training/runs/"
+    assert client_for(clinician).post(url, {}, content_type="application/json").status_code == 403
+    client = client_for(admin_user)
+    with patch(DELAY) as delay:
+        response = client.post(url, {"config": {"epochs": 2}}, content_type="application/json")
+        assert response.status_code == 202
+        run_id = response.json()["id"]
+        assert response.json()["trigger"] == "api"
+        second = client.post(url, {}, content_type="application/json")
+        bad = client.post(url, {"config": {"epochs": -1}}, content_type="application/json")
+    assert second.status_code == 409
+    assert second.json()["code"] == "training_in_progress"
+    assert bad.status_code == 400
+    assert delay.call_count == 0  # dispatched on commit only (the test transaction never commits)
+    assert client.get(f"{url}{run_id}/").json()["status"] == "queued"
+    assert client.post(f"{url}{run_id}/cancel/").json()["status"] == "cancelled"
+    assert client.get(f"{url}99999/").status_code == 404
+
+
 # --- end to end ------------------------------------------------------------------------------------
 
 
