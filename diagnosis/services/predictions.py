@@ -49,6 +49,7 @@ from diagnosis.exceptions import (
 )
 from diagnosis.models import Case, Label, ModelVersion, Prediction, XrayImage
 from diagnosis.selectors.models import model_version_get_active
+from diagnosis.services.reviews import case_priority
 from diagnosis.services.webhooks import webhook_notify
 from diagnosis.tasks.predictions import prediction_run_batch as prediction_run_batch_task
 
@@ -66,23 +67,6 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 NO_MODEL_REASON = "Waiting for an active model version; predictions start once one is registered."
 _LOCK_NAMESPACE = 0x46505052  # "FPPR": the advisory-lock key space of predictions
 _OPEN = (Prediction.Status.PENDING, Prediction.Status.RUNNING)
-
-
-# --- Review priority ------------------------------------------------------------------------------
-
-
-def case_priority(
-    *, probabilities: Sequence[float], threshold: float, urgent: bool = False
-) -> float:
-    """Review-queue priority, higher first: urgent cases (+2), then suspected fractures (+1), then
-    uncertainty, 1 when an image's probability sits on the threshold and 0 at 0 or 1."""
-    if not probabilities:
-        return 2.0 if urgent else 0.0
-    span = max(threshold, 1.0 - threshold, 1e-6)
-    closest = min(abs(p - threshold) for p in probabilities)
-    uncertainty = max(0.0, 1.0 - closest / span)
-    suspected = any(p >= threshold for p in probabilities)
-    return round((2.0 if urgent else 0.0) + (1.0 if suspected else 0.0) + uncertainty, 6)
 
 
 # --- Requests and dispatch -------------------------------------------------------------------------

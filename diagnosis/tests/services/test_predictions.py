@@ -26,6 +26,7 @@ from PIL import Image
 from diagnosis.exceptions import InvalidStateError, ModelArtifactError
 from diagnosis.models import Case, Label, ModelVersion, Prediction, XrayImage
 from diagnosis.services import predictions as svc
+from diagnosis.services.reviews import case_priority
 from diagnosis.tests import factories
 
 DISPATCH = "diagnosis.services.predictions.prediction_run_batch_task.apply_async"
@@ -200,7 +201,8 @@ def test_run_stores_probability_labels_heatmaps_timings_and_predicts_case(
     probabilities = list(
         Prediction.objects.filter(pk__in=ids).values_list("probability", flat=True)
     )
-    assert case.priority == svc.case_priority(probabilities=probabilities, threshold=threshold)
+    # The review queue's formula (diagnosis.services.reviews), applied when the case is predicted.
+    assert case.priority == case_priority(probabilities=probabilities, threshold=threshold)
 
 
 def test_probability_is_temperature_calibrated(active_version, django_capture_on_commit_callbacks):
@@ -466,22 +468,6 @@ def test_sweeper_with_broker_down_counts_nothing_and_retries_later(
     assert case.status == Case.Status.QUEUED
 
 
-# --- priority -------------------------------------------------------------------------------------------
-
-
-def test_priority_orders_urgent_then_suspected_then_uncertain():
-    p = svc.case_priority
-    suspected_sure = p(probabilities=[0.99], threshold=0.4)
-    suspected_borderline = p(probabilities=[0.42], threshold=0.4)
-    negative_borderline = p(probabilities=[0.38], threshold=0.4)
-    negative_sure = p(probabilities=[0.01], threshold=0.4)
-    urgent_negative = p(probabilities=[0.01], threshold=0.4, urgent=True)
-    assert urgent_negative > suspected_borderline > suspected_sure
-    assert suspected_sure > negative_borderline > negative_sure
-    assert p(probabilities=[], threshold=0.5) == 0.0
-    assert p(probabilities=[0.5], threshold=0.5) == 2.0
-
-
 # --- registry -----------------------------------------------------------------------------------------------
 
 
@@ -543,7 +529,7 @@ def test_importing_tasks_and_services_does_not_import_tensorflow():
         "import os, sys, django;"
         "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'fracture_portal.settings_test');"
         "django.setup();"
-        "import diagnosis.tasks, diagnosis.services.predictions;"
+        "import diagnosis.tasks, diagnosis.services.predictions, diagnosis.views.results;"
         "bad = [m for m in ('tensorflow', 'keras', 'cv2') if m in sys.modules];"
         "sys.exit(f'imported: {bad}' if bad else 0)"
     )

@@ -1,0 +1,86 @@
+"""Prediction reads for the case pages: the current result per image, progress, heat-map files.
+
+Permission scoping goes through `case_get` (foreign cases raise NotFoundError -> 404).
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from diagnosis.exceptions import NotFoundError
+from diagnosis.models import Case, Prediction, XrayImage
+from diagnosis.selectors.cases import case_get
+
+IN_FLIGHT = (Case.Status.RECEIVED, Case.Status.QUEUED, Case.Status.PREDICTING)
+
+
+@dataclass
+class ImageResult:
+    image: XrayImage
+    prediction: Prediction | None
+    threshold: float | None = None
+
+
+@dataclass
+class CaseResults:
+    case: Case
+    items: list[ImageResult] = field(default_factory=list)
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    @property
+    def in_flight(self) -> bool:
+        return self.case.status in IN_FLIGHT
+
+    @property
+    def percent(self) -> int:
+        return round(100 * (self.done + self.failed) / self.total) if self.total else 0
+
+
+def _current(predictions: list[Prediction]) -> Prediction | None:
+    """The newest finished prediction (a new version's result replaces the old one once done),
+    else the newest one in any state."""
+    ordered = sorted(predictions, key=lambda p: (p.created_at, p.pk), reverse=True)
+    for prediction in ordered:
+        if prediction.status == Prediction.Status.DONE:
+            return prediction
+    return ordered[0] if ordered else None
+
+
+def case_results(*, case: Case) -> CaseResults:
+    """Per image (in position order) its current prediction, with progress counts. Two queries."""
+    images = list(case.images.order_by("position", "pk"))
+    by_image: dict[int, list[Prediction]] = {image.pk: [] for image in images}
+    for prediction in Prediction.objects.filter(image__case=case).select_related("model_version"):
+        by_image[prediction.image_id].append(prediction)
+    results = CaseResults(case=case)
+    for image in images:
+        current = _current(by_image[image.pk])
+        threshold = None
+        if current is not None:
+            version = current.model_version
+            threshold = version.thresholds.get(version.default_operating_point)
+            results.done += current.status == Prediction.Status.DONE
+            results.failed += current.status == Prediction.Status.FAILED
+        results.items.append(ImageResult(image=image, prediction=current, threshold=threshold))
+    return results
+
+
+def prediction_get_for_image(
+    *, user: AbstractBaseUser | AnonymousUser, case_uuid: uuid_lib.UUID | str, image_pk: int
+) -> tuple[Case, Prediction]:
+    """The current finished prediction of one image of a case the user may see (else 404)."""
+    case = case_get(user=user, case_uuid=case_uuid)
+    if not case.images.filter(pk=image_pk).exists():
+        raise NotFoundError("Image not found.")
+    current = _current(list(Prediction.objects.filter(image_id=image_pk)))
+    if current is None or current.status != Prediction.Status.DONE or not current.heatmap:
+        raise NotFoundError("No heat-map for this image yet.")
+    return case, current

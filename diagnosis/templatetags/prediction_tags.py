@@ -1,0 +1,52 @@
+"""Template helpers of the inference pipeline: the case page's images with their current results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from diagnosis.models import Case, Label
+from diagnosis.selectors.predictions import CaseResults, case_results
+
+register = template.Library()
+
+RETRY_PERMISSIONS = ("diagnosis.review_case", "diagnosis.manage_models")
+
+
+@register.simple_tag
+def case_prediction_results(case: Case) -> CaseResults | None:
+    """Per image its current prediction (newest finished, else newest), with progress counts."""
+    if not isinstance(case, Case):
+        return None
+    return case_results(case=case)
+
+
+@register.simple_tag(takes_context=True)
+def may_retry_predictions(context: template.Context) -> bool:
+    """Whether the signed-in user sees the retry action of a failed case (readers and admins)."""
+    request = context.get("request")
+    user: Any = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return False
+    return any(user.has_perm(perm) for perm in RETRY_PERMISSIONS)
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    """0.8734 -> '87.3 %'."""
+    if value is None:
+        return "—"
+    return f"{100.0 * float(value):.1f} %"
+
+
+@register.filter
+def operating_point(value: str | None) -> str:
+    """'high_sensitivity' -> 'high sensitivity'."""
+    return (value or "").replace("_", " ")
+
+
+@register.filter
+def label_display(value: str | None) -> str:
+    """A stored label value ('fractured' / 'not_fractured') -> its display name."""
+    return str(Label(value).label) if value in Label.values else (value or "—")
