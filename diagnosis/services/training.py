@@ -10,6 +10,7 @@ only once complete, so nothing half-written can become active.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -114,8 +115,13 @@ def training_run_start(
     user: AbstractBaseUser | None = None,
     config: dict[str, Any] | None = None,
     request: HttpRequest | None = None,
+    dispatch: bool = True,
 ) -> TrainingRun:
-    """Queue a training run on the `training` queue (after commit). One at a time."""
+    """Queue a training run on the `training` queue (after commit). One at a time.
+
+    `dispatch=False` leaves the run queued for the caller to execute in-process (`retrain --now`).
+    Without a broker (the embedded mode) the run executes in a background thread of this process,
+    so the page that started it can show its progress."""
     if trigger not in TrainingRun.Trigger.values:
         raise InvalidTrainingConfigError(f"Unknown trigger {trigger!r}.")
     clean = training_config_clean(config)
@@ -143,11 +149,28 @@ def training_run_start(
                 trigger=trigger,
                 config=clean,
             )
-            training_run_task.delay_on_commit(run.pk)
+            if dispatch:
+                transaction.on_commit(functools.partial(_dispatch, run.pk))
     except IntegrityError as exc:  # a concurrent trigger won the race for the one slot
         raise TrainingInProgressError("A training run is already queued or running.") from exc
     logger.info("training run queued", extra={"run_id": run.pk, "trigger": trigger})
     return run
+
+
+def _dispatch(run_id: int) -> None:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        threading.Thread(
+            target=_execute_in_thread, args=(run_id,), name=f"training-{run_id}", daemon=True
+        ).start()
+    else:
+        training_run_task.delay(run_id)
+
+
+def _execute_in_thread(run_id: int) -> None:
+    try:
+        training_run_execute(run_id=run_id)
+    finally:
+        connection.close()
 
 
 @transaction.atomic

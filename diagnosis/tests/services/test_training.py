@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from unittest.mock import patch
 
@@ -166,3 +167,40 @@ def test_schedule_disabled_with_zero(settings, radiologist):
     settings.RETRAIN_MIN_NEW_REVIEWS = 0
     reviewed_case(reviewer=radiologist, labels=[Label.FRACTURED], seed=1)
     assert retrain_schedule_check()["started_run"] is None
+
+
+def test_commands_snapshot_retrain_and_rollback(radiologist):
+    from django.core.management import CommandError, call_command
+
+    from diagnosis.models import ModelVersion
+    from diagnosis.tests import factories
+
+    for seed in range(6):
+        reviewed_case(
+            reviewer=radiologist,
+            labels=[Label.FRACTURED if seed % 2 else Label.NOT_FRACTURED],
+            seed=seed,
+        )
+    out = io.StringIO()
+    call_command("snapshot_create", "--no-base", stdout=out)
+    assert "train" in out.getvalue()
+
+    with patch(DELAY) as delay:
+        call_command("retrain", "--epochs", "2", "--set", 'arch="plain"', stdout=io.StringIO())
+        with pytest.raises(CommandError, match="training_in_progress"):
+            call_command("retrain", stdout=io.StringIO())
+    run = TrainingRun.objects.get()
+    assert run.trigger == TrainingRun.Trigger.COMMAND
+    assert run.config == {"arch": "plain", "epochs": 2, "fine_tune": True}
+    delay.assert_not_called()  # sent on commit only
+
+    with pytest.raises(CommandError):
+        call_command("rollback_model", stdout=io.StringIO())
+    old = factories.ModelVersionFactory(status=ModelVersion.Status.ACTIVE)
+    ModelVersion.objects.filter(pk=old.pk).update(promoted_at=timezone.now())
+    new = factories.ModelVersionFactory(status=ModelVersion.Status.CANDIDATE)
+    from diagnosis.services.models import model_version_activate
+
+    model_version_activate(version=new, user=None)
+    call_command("rollback_model", stdout=io.StringIO())
+    assert ModelVersion.objects.get(status="active") == old
