@@ -347,11 +347,11 @@ def review_submit(
     The user must hold the claim (an expired claim nobody else took still counts).
     """
     locked = _case_lock(case.pk)
+    stage = check_may_read(case=locked, user=user, stage=case_review_stage(locked))
     if locked.claimed_by_id != user.pk:
         if claim_is_active(locked):
             raise _claim_conflict(locked)
         raise ClaimRequiredError("Claim the case before saving a read.")
-    stage = check_may_read(case=locked, user=user, stage=case_review_stage(locked))
 
     images = case_image_reads(case=locked)
     by_id = {item.image.pk: item for item in images}

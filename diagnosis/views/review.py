@@ -17,7 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST, require_safe
@@ -101,38 +101,14 @@ def _error_page(
     )
 
 
-def _first_url(name: str, candidates: list[dict[str, Any]]) -> str:
-    """Reverse `name` with the first kwargs set it accepts ('' when none does)."""
-    for kwargs in candidates:
-        try:
-            return reverse(name, kwargs=kwargs)
-        except NoReverseMatch:
-            continue
-    return ""
-
-
 def image_urls(case: Case, image_id: int, prediction_id: int | None) -> dict[str, str]:
-    """Permission-checked file views of the case pages: the radiograph and the RGBA heat-map."""
-    image = _first_url(
-        "diagnosis:image_file",
-        [
-            {"case_uuid": case.uuid, "pk": image_id},
-            {"case_uuid": case.uuid, "image_id": image_id},
-            {"image_id": image_id},
-        ],
-    )
+    """Permission-checked, audited file views of the case pages: the radiograph and the RGBA
+    heat-map of the image's newest prediction (its id in the query, so a new result is a new URL)."""
+    image = reverse("diagnosis:image_file", kwargs={"case_uuid": case.uuid, "pk": image_id})
     heatmap = ""
     if prediction_id is not None:
-        heatmap = _first_url(
-            "diagnosis:heatmap_file",
-            [
-                {"case_uuid": case.uuid, "prediction_id": prediction_id},
-                {"prediction_id": prediction_id},
-                {"case_uuid": case.uuid, "image_id": image_id},
-                {"image_id": image_id},
-                {"pk": prediction_id},
-            ],
-        )
+        path = reverse("diagnosis:heatmap_file", kwargs={"case_uuid": case.uuid, "pk": image_id})
+        heatmap = f"{path}?{urlencode({'p': prediction_id})}"
     return {"image": image, "heatmap": heatmap}
 
 
@@ -294,7 +270,11 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
                 "version": version,
                 "operating_point": operating_point,
                 "threshold": threshold,
-                "urls": image_urls(case, item.image.pk, prediction.pk if prediction else None),
+                "urls": image_urls(
+                    case,
+                    item.image.pk,
+                    prediction.pk if prediction and prediction.heatmap else None,
+                ),
                 "reads": [item.reads[n] for n in sorted(item.reads)],
                 "final_read": item.final_read(),
                 "region_json": json.dumps(item.final_region()) if stage is None else "",

@@ -418,8 +418,15 @@ class TestFirstRead:
 
     def test_double_submit_is_refused(self, radiologist):
         case = predicted_case(probabilities=[0.1])
-        read_case(case, radiologist, CONFIRM)
-        with pytest.raises(ClaimRequiredError):
+        read_case(case, radiologist, CONFIRM)  # finishes the case
+        with pytest.raises(InvalidStateError):
+            review_submit(case=case, user=radiologist, reads=reads_for(case, CONFIRM))
+        assert Review.objects.count() == 1
+
+    def test_double_submit_into_second_read_is_refused(self, radiologist):
+        case = predicted_case(probabilities=[0.9])
+        read_case(case, radiologist, CONFIRM)  # goes on to a second read
+        with pytest.raises(SameReaderError):
             review_submit(case=case, user=radiologist, reads=reads_for(case, CONFIRM))
         assert Review.objects.count() == 1
 
