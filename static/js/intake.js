@@ -83,8 +83,15 @@
     if (/^image\/(png|jpeg)$/.test(file.type)) {
       entry.url = URL.createObjectURL(file);
       thumb = document.createElement("img");
-      thumb.src = entry.url;
       thumb.alt = "";
+      thumb.addEventListener("error", function () {
+        // Not a picture the browser can show (the server will say why): a text badge instead.
+        var badge = document.createElement("span");
+        badge.className = "thumb";
+        badge.textContent = "?";
+        if (thumb.parentNode) { thumb.parentNode.replaceChild(badge, thumb); }
+      });
+      thumb.src = entry.url;
     } else {
       thumb = document.createElement("span");
       thumb.textContent = /\.(dcm|dicom)$/i.test(file.name) ? "DICOM" : "FILE";
@@ -160,12 +167,11 @@
   function setBusy(value) {
     busy = value;
     submit.disabled = value;
-    progressRow.classList.toggle("hidden", !value && progress.value === 0);
+    form.classList.toggle("uploading", value);
   }
 
   function handleFailure(status, body) {
-    progressRow.classList.add("hidden");
-    progress.value = 0;
+    progressRow.classList.add("hidden");  // the value stays, for the record, until the next try
     if (!body || typeof body !== "object") {
       showErrors([status === 403 ? "Your session has expired or the form is stale: reload the page." :
         "The upload failed (HTTP " + status + "). Please try again."]);

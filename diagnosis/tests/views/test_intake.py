@@ -404,3 +404,92 @@ def test_image_file_access(stored_image, clinician_b, radiologist, client_for, c
     missing = reverse("diagnosis:image_file", args=[stored_image.case.uuid, stored_image.pk + 999])
     assert client_for(radiologist).get(missing).status_code == 404
     assert client_for(radiologist).post(url).status_code == 405
+
+
+# --- the page in a real browser ----------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_upload_with_drop_errors_removal_and_redirect(live_server, monkeypatch, tmp_path):
+    """Headless Chromium: files are chosen and dropped, shown with thumbnails, a bad file gets its
+    own error from the server, is removed, and the upload then redirects to the case page."""
+    import base64
+
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop shares the thread
+    user = factories.ClinicianFactory(username="browser_clinician")
+    login = Client()
+    login.force_login(user)
+    good = tmp_path / "good.jpg"
+    good.write_bytes(builders.progressive_jpeg())
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(builders.html_page())
+    dropped = base64.b64encode(builders.palette_png()).decode()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            context = browser.new_context()
+            context.add_cookies(
+                [
+                    {
+                        "name": "sessionid",
+                        "value": login.cookies["sessionid"].value,
+                        "url": live_server.url,
+                    }
+                ]
+            )
+            page = context.new_page()
+            console_errors: list[str] = []
+            page.on(
+                "console", lambda m: console_errors.append(m.text) if m.type == "error" else None
+            )
+            page.goto(live_server.url + URL)
+            page.fill("#id_patient_ref", "PSN-BROWSER-1")
+            page.select_option("#id_body_part", "leg")
+            page.fill("#id_clinical_question", "Ankle injury")
+            page.set_input_files("input[name=images]", [str(good), str(bad)])
+            page.evaluate(
+                """(b64) => {
+                    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                    const transfer = new DataTransfer();
+                    transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+                    document.getElementById("dropzone").dispatchEvent(
+                        new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+                }""",
+                dropped,
+            )
+            items = page.locator(".file-item")
+            assert items.count() == 3
+            # Thumbnails for the two pictures; bad.png cannot be shown and gets a text badge.
+            page.wait_for_function("() => document.querySelectorAll('img.thumb').length === 2")
+
+            page.click("#submit-button")
+            error = items.nth(1).locator(".file-error")
+            error.wait_for(state="visible")
+            page.wait_for_function(
+                "() => document.querySelectorAll('.file-item.has-error').length === 1"
+            )
+            assert "unsupported_format" in error.inner_text()
+            assert page.eval_on_selector("#upload-progress", "el => el.value") == 100
+            assert Case.objects.count() == 0
+
+            items.nth(1).locator("button.remove").click()
+            assert items.count() == 2
+            page.click("#submit-button")
+            page.wait_for_url("**/cases/*-*/", timeout=30_000)
+            case = Case.objects.get()
+            assert page.url.endswith(reverse("diagnosis:case_detail", args=[case.uuid]))
+            assert (case.patient_ref, case.body_part) == ("PSN-BROWSER-1", "leg")
+            assert [i.original_name for i in case.images.order_by("position")] == [
+                "good.jpg",
+                "dropped.png",
+            ]
+            assert not [text for text in console_errors if "Content Security Policy" in text]
+        finally:
+            browser.close()
