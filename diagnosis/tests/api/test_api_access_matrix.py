@@ -242,7 +242,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
-ADMIN_ONLY = dict(owner=403, owner_session=403, other_clinician=403, radiologist=403)
+ADMIN_ONLY = {"owner": 403, "owner_session": 403, "other_clinician": 403, "radiologist": 403}
 ENDPOINTS += (
     Endpoint(
         "training-run-list",

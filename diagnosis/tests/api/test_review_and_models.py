@@ -139,13 +139,15 @@ def test_reviewed_case_notifies_the_api_client(
     Case.objects.filter(pk=predicted_case.pk).update(api_client=client)
     reader.post(f"/api/v1/review/cases/{predicted_case.uuid}/claim/")
     image = predicted_case.images.get()
-    with mock.patch("diagnosis.tasks.webhooks.webhook_deliver.delay") as delay:
-        with django_capture_on_commit_callbacks(execute=True):
-            reader.post(
-                f"/api/v1/review/cases/{predicted_case.uuid}/reads/",
-                {"reads": [{"image_id": image.pk, "decision": "confirm"}]},
-                format="json",
-            )
+    with (
+        mock.patch("diagnosis.tasks.webhooks.webhook_deliver.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        reader.post(
+            f"/api/v1/review/cases/{predicted_case.uuid}/reads/",
+            {"reads": [{"image_id": image.pk, "decision": "confirm"}]},
+            format="json",
+        )
     delivery = WebhookDelivery.objects.get(event="case.reviewed")
     delay.assert_called_once_with(delivery.pk)
     assert delivery.payload["case"]["final_label"] == "not_fractured"
@@ -155,7 +157,7 @@ def test_model_versions_list_activate_and_rollback(admin_user, issue_token, bear
     raw, _ = issue_token(admin_user, ["admin"])
     api = bearer(raw)
     old = factories.ModelVersionFactory(version="v-old", promoted_at=timezone.now())
-    new = factories.ModelVersionFactory(version="v-new", status="candidate", metrics={"auroc": 0.9})
+    factories.ModelVersionFactory(version="v-new", status="candidate", metrics={"auroc": 0.9})
     listing = api.get("/api/v1/models/").json()
     assert {row["version"] for row in listing["results"]} == {"v-old", "v-new"}
     detail = api.get("/api/v1/models/v-new/").json()
