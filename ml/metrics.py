@@ -1,0 +1,225 @@
+"""Binary-classification metrics, calibration and operating points (numpy only)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _check(y_true: npt.ArrayLike, score: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} differ in length")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be 0 or 1")
+    return y, s
+
+
+def auroc(y_true: npt.ArrayLike, score: npt.ArrayLike) -> float:
+    """Area under the ROC curve (Mann-Whitney U; ties count one half). NaN if one class is absent."""
+    y, s = _check(y_true, score)
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def roc_curve(
+    y_true: npt.ArrayLike, score: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(fpr, tpr, thresholds): one point per distinct score, from the strictest threshold down.
+
+    A case is positive when score >= threshold; the first point is (0, 0) at +inf.
+    """
+    y, s = _check(y_true, score)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    n_pos, n_neg = max(1.0, y.sum()), max(1.0, len(y) - y.sum())
+    tpr = np.r_[0.0, tps / n_pos]
+    fpr = np.r_[0.0, fps / n_neg]
+    thresholds = np.r_[np.inf, s[distinct]]
+    return fpr, tpr, thresholds
+
+
+def average_precision(y_true: npt.ArrayLike, score: npt.ArrayLike) -> float:
+    """PR-AUC as average precision: sum over positives' ranks of precision (step interpolation)."""
+    y, s = _check(y_true, score)
+    n_pos = y.sum()
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    precision = tps / (distinct + 1)
+    recall = tps / n_pos
+    recall_prev = np.r_[0.0, recall[:-1]]
+    return float(np.sum((recall - recall_prev) * precision))
+
+
+def confusion(y_true: npt.ArrayLike, prob: npt.ArrayLike, threshold: float) -> dict[str, int]:
+    """tp/fp/tn/fn with positive = prob >= threshold."""
+    y, p = _check(y_true, prob)
+    pred = p >= threshold
+    return {
+        "tp": int(np.sum(pred & (y == 1))),
+        "fp": int(np.sum(pred & (y == 0))),
+        "tn": int(np.sum(~pred & (y == 0))),
+        "fn": int(np.sum(~pred & (y == 1))),
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def at_threshold(y_true: npt.ArrayLike, prob: npt.ArrayLike, threshold: float) -> dict[str, Any]:
+    """Sensitivity, specificity, PPV, NPV, balanced accuracy and the confusion matrix at a threshold."""
+    c = confusion(y_true, prob, threshold)
+    sens = _ratio(c["tp"], c["tp"] + c["fn"])
+    spec = _ratio(c["tn"], c["tn"] + c["fp"])
+    return {
+        "threshold": float(threshold),
+        "sensitivity": sens,
+        "specificity": spec,
+        "ppv": _ratio(c["tp"], c["tp"] + c["fp"]),
+        "npv": _ratio(c["tn"], c["tn"] + c["fn"]),
+        "balanced_accuracy": (sens + spec) / 2.0,
+        "confusion": c,
+    }
+
+
+def sensitivity_at_specificity(
+    y_true: npt.ArrayLike, score: npt.ArrayLike, specificity: float
+) -> float:
+    """Highest sensitivity over thresholds whose specificity is >= `specificity`."""
+    fpr, tpr, _ = roc_curve(y_true, score)
+    ok = (1.0 - fpr) >= specificity - 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def youden_threshold(y_true: npt.ArrayLike, score: npt.ArrayLike) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (ties: the higher threshold)."""
+    fpr, tpr, thr = roc_curve(y_true, score)
+    j = tpr - fpr
+    j[0] = -np.inf  # +inf threshold is not usable
+    return float(thr[int(np.argmax(j))])
+
+
+def threshold_for_sensitivity(y_true: npt.ArrayLike, score: npt.ArrayLike, target: float) -> float:
+    """The highest threshold whose sensitivity reaches `target` (so specificity is as high as possible)."""
+    _, tpr, thr = roc_curve(y_true, score)
+    ok = np.nonzero(tpr >= target - 1e-12)[0]
+    ok = ok[np.isfinite(thr[ok])]
+    if len(ok) == 0:
+        return float(np.min(np.asarray(score, dtype=np.float64)))
+    return float(thr[ok[0]])
+
+
+def ece(y_true: npt.ArrayLike, prob: npt.ArrayLike, bins: int = 10) -> float:
+    """Expected calibration error with `bins` equal-width probability bins."""
+    table = reliability(y_true, prob, bins)
+    n = sum(row["count"] for row in table)
+    return float(
+        sum(
+            row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table if row["count"]
+        )
+        / max(1, n)
+    )
+
+
+def reliability(y_true: npt.ArrayLike, prob: npt.ArrayLike, bins: int = 10) -> list[dict[str, Any]]:
+    """Per-bin mean predicted probability (confidence), observed positive rate (accuracy), count."""
+    y, p = _check(y_true, prob)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = idx == b
+        count = int(mask.sum())
+        rows.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": count,
+                "confidence": float(p[mask].mean()) if count else float("nan"),
+                "accuracy": float(y[mask].mean()) if count else float("nan"),
+            }
+        )
+    return rows
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def nll(y_true: npt.ArrayLike, logits: npt.ArrayLike, temperature: float = 1.0) -> float:
+    """Mean binary cross-entropy of sigmoid(logits / T)."""
+    y, z = _check(y_true, logits)
+    z = z / temperature
+    # log(1 + exp(-|z|)) + max(z, 0) - y z  (stable)
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def fit_temperature(y_true: npt.ArrayLike, logits: npt.ArrayLike) -> float:
+    """Temperature T > 0 minimising the NLL of sigmoid(logits / T) (golden-section on log T)."""
+    lo, hi = math.log(0.05), math.log(20.0)
+    ratio = (math.sqrt(5) - 1) / 2
+
+    def f(log_t: float) -> float:
+        return nll(y_true, logits, math.exp(log_t))
+
+    a, b = lo, hi
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(80):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+    return float(math.exp((a + b) / 2))
+
+
+def bootstrap_ci(
+    y_true: npt.ArrayLike,
+    score: npt.ArrayLike,
+    metric: Any = auroc,
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of `metric`, resampling cases with replacement
+    (stratified by class, so every resample has both classes)."""
+    y, s = _check(y_true, score)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan"), float("nan")
+    values = np.empty(n, np.float64)
+    for i in range(n):
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        values[i] = metric(y[idx], s[idx])
+    lo, hi = np.nanquantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
