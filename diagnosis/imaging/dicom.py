@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from pydicom.uid import (
 
 from diagnosis.exceptions import InvalidUploadError
 from diagnosis.imaging.raster import scale_to_u8
+from diagnosis.imaging.strict import warnings_as_errors, warnings_ignored
 
 # Real-world files often carry slightly malformed values; they are tolerated on reading (we only
 # keep technical tags, re-validated below) instead of turning each into a warning.
@@ -302,8 +302,7 @@ def decode_dicom(
 
 def _parse(data: bytes, *, has_preamble: bool) -> Dataset:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored("pydicom"):
             ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
         if _PIXEL_DATA_TAG not in ds or "Rows" not in ds or "Columns" not in ds:
             raise _invalid("The DICOM file has no image (pixel data, rows and columns).")
@@ -395,8 +394,7 @@ def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
 
 def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with warnings_as_errors("pydicom", "PIL", "numpy"):
             raw = ds.pixel_array
             if raw.shape[:2] != (header["rows"], header["cols"]):
                 raise _invalid("The DICOM pixel data does not match its header.")
@@ -577,12 +575,10 @@ def _serialise(ds: Dataset) -> bytes:
         ds.file_meta = meta
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored("pydicom"):
             pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     except Exception:  # noqa: BLE001  (missing SOP UIDs: write without the strict file meta)
         buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored("pydicom"):
             pydicom.dcmwrite(buf, ds, enforce_file_format=False)
     return buf.getvalue()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import warnings
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from diagnosis.exceptions import InvalidUploadError
+from diagnosis.imaging.strict import warnings_as_errors
 
 _PILLOW_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",)}
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
@@ -23,8 +23,7 @@ def decode_raster(data: bytes, kind: str, *, max_pixels: int) -> np.ndarray:
     lazily or leniently (`ImageFile.LOAD_TRUNCATED_IMAGES` stays off).
     """
     Image.MAX_IMAGE_PIXELS = max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings_as_errors("PIL"):
         try:
             with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind]) as im:
                 width, height = im.size

@@ -176,3 +176,31 @@ def test_undecodable_dicom_compression_is_refused_with_a_code():
     with pytest.raises(InvalidUploadError) as info:
         validate_upload(_encapsulated(JPEGLSLossless, b"\xff\xd8 not really jpeg-ls"), "x.dcm")
     assert info.value.code in ("unsupported_format", "invalid_dicom")
+
+
+def test_decoder_warnings_are_errors():
+    """Pillow only warns about corrupt EXIF; validation refuses the file."""
+    data = builders.encode(
+        Image.fromarray(builders.gradient()),
+        "JPEG",
+        exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03",
+    )
+    with pytest.warns(UserWarning, match="EXIF"), Image.open(io.BytesIO(data)) as lenient:
+        lenient.load()  # Pillow alone only warns
+    with pytest.raises(InvalidUploadError) as info:
+        validate_upload(data, "x.jpg")
+    assert info.value.code == "corrupt_image"
+
+
+def test_warnings_elsewhere_keep_their_behaviour():
+    import warnings
+
+    from diagnosis.imaging.strict import warnings_as_errors
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with warnings_as_errors("PIL"):
+            warnings.warn("unrelated", UserWarning, stacklevel=1)
+            with pytest.raises(UserWarning, match="decoder"):
+                warnings.warn_explicit("decoder", UserWarning, "Image.py", 1, module="PIL.Image")
+    assert [str(w.message) for w in caught] == ["unrelated"]
