@@ -41,12 +41,9 @@ def _flag(args: list[str], *names: str) -> str | None:
 
 
 def _env_example_names() -> set[str]:
+    """Names in .env.example, set or commented out (`# NAME=...`)."""
     text = (BASE_DIR / ".env.example").read_text()
-    return {
-        line.split("=", 1)[0].lstrip("# ").strip()
-        for line in text.splitlines()
-        if "=" in line and line.lstrip("# ")[:1].isupper()
-    }
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
 
 
 def test_services_are_the_designed_set():

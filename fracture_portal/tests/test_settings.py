@@ -4,6 +4,7 @@ RELIABILITY.md asks for are set."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -33,12 +34,9 @@ def _env(**overrides: str) -> dict[str, str]:
 
 
 def _settings_variables() -> set[str]:
+    """Names in .env.example, set or commented out (`# NAME=...`)."""
     example = (BASE_DIR / ".env.example").read_text()
-    return {
-        line.split("=", 1)[0].lstrip("# ").strip()
-        for line in example.splitlines()
-        if "=" in line and line.lstrip("# ")[:1].isupper()
-    }
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M))
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -124,3 +122,11 @@ def test_every_variable_settings_reads_is_in_env_example():
 def test_test_settings_keep_tasks_off_eager_mode():
     assert settings.CELERY_TASK_ALWAYS_EAGER is False
     assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def test_readme_documents_every_variable():
+    readme = (BASE_DIR / "README.md").read_text()
+    table = readme[readme.index("| Variable |") : readme.index("## Architecture")]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    missing = _settings_variables() - documented
+    assert not missing, f"add to the README's variable table: {sorted(missing)}"
