@@ -265,9 +265,10 @@ class ImageReads:
         return self.reads[max(self.reads)] if self.reads else None
 
     def final_region(self) -> dict | None:
-        """The region of the deciding read, else of an earlier read that reached the same label."""
+        """The fracture region of the deciding read, else of an earlier read that reached the same
+        label; None when the final label is not a fracture."""
         final = self.final_read()
-        if final is None:
+        if final is None or final.final_label != Label.FRACTURED:
             return None
         if final.region:
             return final.region

@@ -226,6 +226,8 @@
 
   Viewer.prototype._applyTransform = function () {
     this.stage.style.transform = "translate(" + this.tx + "px, " + this.ty + "px) scale(" + this.scale + ")";
+    // Keep box outlines about 2 screen pixels wide whatever the zoom.
+    this.stage.style.setProperty("--box-stroke", (2 / this.scale).toFixed(3) + "px");
     this._updateStatus();
   };
 

@@ -1,0 +1,52 @@
+"""Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright's sync API, against
+pytest-django's live server. Screenshots go to test-artifacts/browser/ (git-ignored)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+
+
+@pytest.fixture
+def browser(live_server, monkeypatch) -> Iterator[object]:
+    """Chromium for one test (after the live server and its database are up). A missing browser
+    is an error, never a skip.
+
+    Playwright's sync API keeps an event loop in this thread while it runs, and Django refuses ORM
+    calls from a thread with a running loop; the test body is synchronous, so allow them for the
+    browser's lifetime only. Stopping Playwright closes the loop, so later tests are unaffected.
+    """
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def screenshots(request) -> object:
+    """shot(page, name): a full-page PNG under test-artifacts/browser/<test name>/."""
+    folder = ARTIFACTS / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = {"n": 0}
+
+    def shot(page, name: str) -> Path:
+        counter["n"] += 1
+        path = folder / f"{counter['n']:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return shot
