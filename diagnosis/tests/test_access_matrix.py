@@ -27,10 +27,12 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from diagnosis.models import Case
+from diagnosis.services.predictions import heatmap_names
 from diagnosis.tests import factories
 
 ACTORS = ("anonymous", "owner", "other_clinician", "radiologist", "admin")
@@ -99,6 +101,24 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("image_file", "get", _image_file, everyone(200, other_clinician=404)),
     Endpoint("heatmap_file", "get", _heatmap_file, everyone(200, other_clinician=404)),
     Endpoint(
+        "heatmap_overlay",
+        "get",
+        lambda w: _heatmap_file(w) + "?kind=overlay",
+        everyone(200, other_clinician=404),
+    ),
+    Endpoint(
+        "case_status",
+        "get",
+        lambda w: reverse("diagnosis:case_status", args=[w.case.uuid]),
+        everyone(200, other_clinician=404),
+    ),
+    Endpoint(
+        "case_retry",
+        "post",
+        lambda w: reverse("diagnosis:case_retry", args=[w.case.uuid]),
+        everyone(302, owner=403, other_clinician=404),
+    ),
+    Endpoint(
         "case_cancel",
         "post",
         _case_cancel,
@@ -159,7 +179,9 @@ def world(clinician, clinician_b, radiologist, admin_user) -> World:
     )
     image = factories.XrayImageFactory(case=case, position=0)
     prediction = factories.PredictionFactory(image=image)
-    prediction.heatmap.save(f"heatmaps/{prediction.pk}.png", ContentFile(_PNG_1x1), save=True)
+    heatmap_name, overlay_name = heatmap_names(prediction.pk)
+    prediction.heatmap.save(heatmap_name, ContentFile(_PNG_1x1), save=True)
+    default_storage.save(overlay_name, ContentFile(_PNG_1x1))
     return World(
         users={
             "owner": clinician,

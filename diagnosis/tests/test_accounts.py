@@ -339,3 +339,34 @@ def test_roles_grant_what_the_design_says(clinician, radiologist, admin_user):
     assert not radiologist.has_perm("diagnosis.manage_models")
     assert admin_user.has_perms(["diagnosis.manage_models", "auth.change_user"])
     assert not admin_user.has_perm("diagnosis.review_case")
+
+
+@pytest.mark.slow
+def test_demo_setup_registers_and_activates_the_bundled_model_once(settings, tmp_path):
+    from diagnosis.models import ModelVersion
+    from ml.testing import make_tiny_artifact
+
+    settings.FRACTURE_MODEL_DIR = make_tiny_artifact(tmp_path / "bundled", version="demo-bundled")
+    for _ in range(2):  # idempotent: the second run finds the version already registered
+        out = io.StringIO()
+        call_command("demo_setup", stdout=out)
+    assert "Model demo-bundled already registered (active)" in out.getvalue()
+    version = ModelVersion.objects.get()
+    assert (version.version, version.status) == ("demo-bundled", ModelVersion.Status.ACTIVE)
+
+
+def test_admin_role_manages_users_but_cannot_mint_or_touch_superusers(admin_user, clinician):
+    client = Client()
+    client.force_login(admin_user)
+    users = client.get("/admin/auth/user/")
+    assert users.status_code == 200
+    assert b"clinician" in users.content  # the Roles column
+    page = client.get(f"/admin/auth/user/{clinician.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="is_superuser"' not in page.content  # read-only for a non-superuser
+    assert b'name="groups"' in page.content
+    root = factories.UserFactory(username="root", is_staff=True, is_superuser=True)
+    assert (
+        client.post(f"/admin/auth/user/{root.pk}/change/", {"username": "root"}).status_code == 403
+    )
+    assert client.get(f"/admin/auth/user/{root.pk}/password/").status_code == 403
