@@ -7,7 +7,6 @@ layer as `diagnosis.inference`: services call it, it imports nothing above the m
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,29 +73,17 @@ def compare_aurocs(
     return snapshot.paired_bootstrap_auroc_difference(labels, candidate, active, n_boot=n_boot)
 
 
-def sensitivity_at(
-    labels: Sequence[int], probabilities: Sequence[float], threshold: float
-) -> float:
-    from ml import snapshot
-
-    return snapshot.sensitivity_at(labels, probabilities, threshold)
-
-
-def specificity_at(
-    labels: Sequence[int], probabilities: Sequence[float], threshold: float
-) -> float:
-    from ml import snapshot
-
-    return snapshot.specificity_at(labels, probabilities, threshold)
-
-
 # --- training -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    artifact_dir: Path
+    artifact_dir: Path | None  # None when cancelled (nothing was written)
     version: str
+    cancelled: bool
+    best_val_auroc: float
+    epochs_run: int
+    seconds: float
 
 
 def train_model(
@@ -104,26 +91,34 @@ def train_model(
     config: dict[str, Any],
     data_dir: Path,
     out_dir: Path,
+    work_dir: Path,
     init_from: Path | None,
-    progress: Callable[[Mapping[str, Any]], None],
+    progress: Callable[[dict[str, Any]], None],
     should_stop: Callable[[], bool],
 ) -> TrainOutcome:
-    """Train (or fine-tune from `init_from`) with ml.train; the artifact is saved atomically."""
-    from ml import registry
+    """Train (or fine-tune `init_from`) with ml.train on the snapshot folder. The artifact is saved
+    by `ml.registry.save` (temp folder + atomic rename); checkpoints stay under `work_dir`."""
     from ml import train as ml_train
     from ml.config import TrainConfig
 
-    train_config = TrainConfig.from_dict(config)
-    ml_train.train(
-        train_config,
+    result = ml_train.train(
+        TrainConfig.from_dict(config),
         data_dir,
         out_dir,
         init_from=init_from,
         progress=progress,
         should_stop=should_stop,
+        work_dir=work_dir,
+        show_progress=False,
     )
-    card = registry.read_card(out_dir) if (out_dir / registry.CARD_FILE).exists() else None
-    return TrainOutcome(artifact_dir=out_dir, version=card.version if card else "")
+    return TrainOutcome(
+        artifact_dir=result.artifact_dir,
+        version=result.card.version if result.card else "",
+        cancelled=result.cancelled,
+        best_val_auroc=float(result.best_val_auroc),
+        epochs_run=len(result.history),
+        seconds=float(result.seconds),
+    )
 
 
 # --- evaluation on the frozen test split ----------------------------------------------------------------
@@ -137,93 +132,65 @@ class SplitScores:
     body_parts: list[str]
 
 
-def split_rows(data_dir: Path, split: str) -> list[dict[str, str]]:
-    """Rows of a materialised snapshot's manifest.csv for one split, with their file paths."""
-    with (data_dir / "manifest.csv").open(newline="") as fh:
-        rows = [row for row in csv.DictReader(fh) if row["split"] == split]
-    for row in rows:
-        (path,) = (data_dir / split / row["label"]).glob(f"{row['id']}.*")
-        row["file"] = str(path)
-    return rows
-
-
-def score_split(*, artifact_dir: Path, rows: Sequence[dict[str, str]]) -> SplitScores:
-    """Calibrated probabilities of one model on the rows (served the same way as in production:
-    the card's preprocessing and temperature, no test-time augmentation)."""
+def score_split(*, artifact_dir: Path, data_dir: Path, split: str) -> SplitScores:
+    """Calibrated probabilities of one model on a split of a materialised snapshot, computed as in
+    production (the card's preprocessing and temperature, no test-time augmentation)."""
     import numpy as np
 
+    from ml import data as ml_data
     from ml import inference as ml_inference
     from ml import preprocess, registry
 
+    records = ml_data.split_records(ml_data.load_records(data_dir), split)
     model, card = registry.load(artifact_dir)
     probabilities: list[float] = []
-    for start in range(0, len(rows), 64):
-        chunk = rows[start : start + 64]
+    for start in range(0, len(records), 64):
+        chunk = records[start : start + 64]
         batch = np.stack(
-            [preprocess.preprocess(preprocess.read_image(r["file"]), card.spec) for r in chunk]
+            [preprocess.preprocess(preprocess.read_image(r.path), card.spec) for r in chunk]
         )
         probabilities += [
             float(p) for p in ml_inference.predict(model, batch, temperature=card.temperature)
         ]
     return SplitScores(
-        ids=[r["id"] for r in rows],
-        labels=[int(r["label"] == "fractured") for r in rows],
+        ids=[r.id for r in records],
+        labels=[int(r.label) for r in records],
         probabilities=probabilities,
-        body_parts=[r.get("body_part", "") for r in rows],
+        body_parts=[r.body_part for r in records],
     )
 
 
-def _ece(labels: Any, probabilities: Any, bins: int = 10) -> float:
-    import numpy as np
-
-    y = np.asarray(labels, dtype=np.float64)
-    p = np.asarray(probabilities, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            total += mask.mean() * abs(p[mask].mean() - y[mask].mean())
-    return float(total)
+def _finite(value: float, digits: int = 4) -> float | None:
+    return round(float(value), digits) if value == value else None  # NaN -> None (JSON)
 
 
 def split_metrics(
     scores: SplitScores, thresholds: Mapping[str, float], *, n_boot: int
 ) -> dict[str, Any]:
-    """AUROC with a bootstrap 95% CI, sensitivity/specificity at each operating point, ECE."""
-    import numpy as np
+    """AUROC with its bootstrap 95% CI, PR-AUC, ECE, and each operating point's sensitivity,
+    specificity and confusion matrix (ml.metrics)."""
+    from ml import metrics
 
-    from ml import snapshot
-
-    y = np.asarray(scores.labels, dtype=bool)
-    p = np.asarray(scores.probabilities, dtype=np.float64)
-    rng = np.random.default_rng(0)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    boots = []
-    if pos.size and neg.size:
-        for _ in range(n_boot):
-            idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-            boots.append(snapshot.auroc(y[idx], p[idx]))
-    auroc = snapshot.auroc(y, p)
+    y, p = scores.labels, scores.probabilities
+    both = 0 < sum(y) < len(y)
+    ci = metrics.bootstrap_ci(y, p, n=n_boot) if both else (float("nan"), float("nan"))
+    points = {}
+    for name, threshold in thresholds.items():
+        at = metrics.at_threshold(y, p, float(threshold))
+        points[name] = {
+            "threshold": float(threshold),
+            "sensitivity": _finite(at["sensitivity"]),
+            "specificity": _finite(at["specificity"]),
+            "confusion": at["confusion"],
+        }
     return {
-        "n": len(scores.labels),
-        "positives": int(y.sum()),
-        "auroc": round(auroc, 4) if auroc == auroc else None,
-        "auroc_ci": (
-            [round(float(np.quantile(boots, 0.025)), 4), round(float(np.quantile(boots, 0.975)), 4)]
-            if boots
-            else None
-        ),
-        "ece": round(_ece(y, p), 4),
-        "operating_points": {
-            name: {
-                "threshold": float(t),
-                "sensitivity": round(snapshot.sensitivity_at(y, p, float(t)), 4),
-                "specificity": round(snapshot.specificity_at(y, p, float(t)), 4),
-            }
-            for name, t in thresholds.items()
-        },
+        "n": len(y),
+        "positives": int(sum(y)),
+        "auroc": _finite(metrics.auroc(y, p)) if both else None,
+        "auroc_ci": [_finite(ci[0]), _finite(ci[1])] if both else None,
+        "pr_auc": _finite(metrics.average_precision(y, p)) if both else None,
+        "ece": _finite(metrics.ece(y, p)),
+        "operating_points": points,
     }
 
 
@@ -235,39 +202,32 @@ def _plots(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+
+    from ml import metrics
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    y = np.asarray(labels, dtype=bool)
+    both = 0 < sum(labels) < len(labels)
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     for name, probs in curves.items():
-        p = np.asarray(probs, dtype=np.float64)
-        order = np.argsort(-p, kind="mergesort")
-        tpr = np.concatenate([[0.0], np.cumsum(y[order]) / max(1, y.sum())])
-        fpr = np.concatenate([[0.0], np.cumsum(~y[order]) / max(1, (~y).sum())])
-        ax.plot(fpr, tpr, label=name)
+        if both:
+            fpr, tpr, _ = metrics.roc_curve(labels, probs)
+            ax.plot(fpr, tpr, label=f"{name} (AUROC {metrics.auroc(labels, probs):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, frozen test split")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "roc.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    edges = np.linspace(0, 1, 11)
     for name, probs in curves.items():
-        p = np.asarray(probs, dtype=np.float64)
-        index = np.clip(np.digitize(p, edges[1:-1]), 0, 9)
-        xs, ys = [], []
-        for b in range(10):
-            mask = index == b
-            if mask.any():
-                xs.append(p[mask].mean())
-                ys.append(y[mask].mean())
-        ax.plot(xs, ys, marker="o", label=name)
+        rows = [r for r in metrics.reliability(labels, probs) if r["count"]]
+        ax.plot(
+            [r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name
+        )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="predicted probability", ylabel="observed fracture rate", title="Calibration")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "calibration.png")
     plt.close(fig)
@@ -295,21 +255,20 @@ def evaluate_candidate(
     the paired bootstrap of the AUROC difference, ROC and calibration plots."""
     from ml import registry
 
-    rows = split_rows(data_dir, split)
-    if not rows:
+    candidate_scores = score_split(artifact_dir=candidate_dir, data_dir=data_dir, split=split)
+    if not candidate_scores.labels:
         raise UnreadableImageError(f"The snapshot has no {split} images to evaluate on.")
-    candidate_scores = score_split(artifact_dir=candidate_dir, rows=rows)
     candidate_card = registry.read_card(candidate_dir)
     candidate = split_metrics(candidate_scores, candidate_card.thresholds, n_boot=n_boot)
     curves = {f"candidate {candidate_card.version}": candidate_scores.probabilities}
     active = comparison = None
     if active_dir is not None:
-        active_scores = score_split(artifact_dir=active_dir, rows=rows)
+        active_scores = score_split(artifact_dir=active_dir, data_dir=data_dir, split=split)
         active_card = registry.read_card(active_dir)
         active = split_metrics(active_scores, active_card.thresholds, n_boot=n_boot)
         active["version"] = active_card.version
         curves[f"active {active_card.version}"] = active_scores.probabilities
-        if 0 < sum(candidate_scores.labels) < len(rows):
+        if 0 < sum(candidate_scores.labels) < len(candidate_scores.labels):
             comparison = {
                 k: round(v, 4)
                 for k, v in compare_aurocs(

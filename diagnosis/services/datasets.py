@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FORMAT = 1
-CSV_COLUMNS = ("id", "split", "label", "body_part", "source", "group", "sha256")
+CSV_COLUMNS = ("id", "split", "label", "body_part", "source", "group", "sha256", "path")
 SPLIT_SEED = 0
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -393,6 +393,7 @@ def _manifest_csv(rows: list[dict[str, Any]]) -> str:
                 row["source"],
                 row["group"],
                 row["sha256"],
+                f"{row['split']}/{row['label']}/{_file_name(row)}",
             ]
         )
     return buf.getvalue()

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Right
 from django.http import HttpRequest
@@ -48,6 +48,7 @@ from diagnosis.tasks.training import training_run as training_run_task
 logger = logging.getLogger(__name__)
 
 LOG_LIMIT = 20_000  # characters of run log kept (the tail)
+PROGRESS_SECONDS = 2.0  # per-batch progress is written at most this often
 # Keys an admin may set; anything else in a request is refused. Values are checked by TrainConfig.
 CONFIG_KEYS = {
     "arch": str,
@@ -295,15 +296,23 @@ class _RunCallbacks:
         self.run_id = run_id
         self.stopped = False
         self._last_check = 0.0
+        self._last_write = 0.0
         self._cancel = False
 
     def progress(self, info: Any) -> None:
+        """Called per batch: the row is written at most every PROGRESS_SECONDS, and at each epoch's
+        end (which carries `val_auroc`, and goes to the log)."""
         data = {k: _jsonable(v) for k, v in dict(info).items()}
+        epoch_end = "val_auroc" in data
+        now = time.monotonic()
+        if not epoch_end and now - self._last_write < PROGRESS_SECONDS:
+            return
+        self._last_write = now
         TrainingRun.objects.filter(pk=self.run_id).update(
             progress=data, heartbeat_at=timezone.now()
         )
-        if "epoch" in data:
-            shown = ", ".join(f"{k}={v}" for k, v in data.items() if k != "history")
+        if epoch_end:
+            shown = ", ".join(f"{k}={v}" for k, v in data.items() if k not in {"step", "steps"})
             _append_log(self.run_id, shown[:500])
 
     def should_stop(self) -> bool:
@@ -376,8 +385,6 @@ def training_run_execute(*, run_id: int) -> None:
                 return
             logger.exception("training run failed", extra={"run_id": run.pk})
             training_run_fail(run_id=run.pk, reason=f"{type(exc).__name__}: {exc}")
-        finally:
-            close_old_connections()
 
 
 def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
@@ -414,11 +421,12 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
         config=train_config,
         data_dir=data_dir,
         out_dir=out_dir,
+        work_dir=work / "train",
         init_from=init_from,
         progress=callbacks.progress,
         should_stop=callbacks.should_stop,
     )
-    if callbacks.stopped:
+    if outcome.cancelled or outcome.artifact_dir is None:
         shutil.rmtree(out_dir, ignore_errors=True)
         _append_log(run.pk, "cancelled; the candidate was discarded")
         _finish(run.pk, TrainingRun.Status.CANCELLED)

@@ -163,10 +163,10 @@ TINY_CONFIG = {
     "size": 48,
     "width": 8,
     "depth": 2,
-    "epochs": 6,
+    "epochs": 5,
     "head_epochs": 0,
     "batch_size": 16,
-    "lr": 0.003,
+    "lr": 0.01,
     "patience": 6,
     "augment": False,
     "fine_tune": False,
@@ -230,16 +230,24 @@ def test_reviews_to_snapshot_to_retrain_to_promotion_to_new_predictions(
         client.post(reverse("registry:repredict"))
     assert waiting.images.get().predictions.filter(model_version=candidate).count() == 1
 
-    # a retrain of the same snapshot whose candidate is worse is held for approval
+    # a fine-tune of the new active model, on the next snapshot, under a rule it cannot meet
+    # (it must beat an AUROC of ~1 by 0.5): it is evaluated on the same frozen test split and held
+    settings.PROMOTION_AUROC_MARGIN = -0.5
+    reviewed_case(reviewer=radiologist, labels=[F, N], seed=2000)
     with patch(DELAY):
-        worse = training_run_start(
-            trigger="command",
-            config={**TINY_CONFIG, "epochs": 1, "lr": 1e-6, "snapshot_id": first.pk},
+        held = training_run_start(
+            trigger="command", config={**TINY_CONFIG, "epochs": 2, "fine_tune": True}
         )
-    training_run_execute(run_id=worse.pk)
-    worse.refresh_from_db()
-    assert worse.status == TrainingRun.Status.SUCCEEDED, worse.log + worse.error
-    assert worse.decision["promote"] is False
-    assert worse.result_version.status == ModelVersion.Status.CANDIDATE
+    training_run_execute(run_id=held.pk)
+    held.refresh_from_db()
+    assert held.status == TrainingRun.Status.SUCCEEDED, held.log + held.error
+    assert held.snapshot.frozen_test_of == first
+    assert held.result_version.card["training"]["init_from"] == candidate.version
+    assert held.result_version.metrics["n"] == 20  # the same frozen test images
+    assert held.decision["promote"] is False
+    assert held.result_version.status == ModelVersion.Status.CANDIDATE
     assert ModelVersion.objects.get(status="active") == candidate
-    json.dumps(worse.decision)  # stored as JSON for the page and the API
+    json.dumps(held.decision)  # stored as JSON for the page and the API
+    page = client.get(reverse("registry:index")).content.decode()
+    assert held.result_version.version in page
+    assert "Approve" in page

@@ -134,6 +134,11 @@ def test_stale_running_and_queued_runs_are_failed(settings):
 def test_progress_callback_records_epoch_metrics_and_heartbeat():
     run = TrainingRun.objects.create(trigger="manual", status=TrainingRun.Status.RUNNING)
     callbacks = training._RunCallbacks(run.pk)
+    callbacks.progress({"epoch": 2, "epochs": 5, "step": 3, "steps": 9, "loss": 0.5})
+    callbacks.progress({"epoch": 2, "epochs": 5, "step": 4, "steps": 9, "loss": 0.45})
+    run.refresh_from_db()
+    assert run.progress["step"] == 3  # per-batch updates are throttled
+    assert run.log == ""
     callbacks.progress({"epoch": 2, "epochs": 5, "val_auroc": 0.812345678, "loss": 0.4})
     run.refresh_from_db()
     assert run.progress == {"epoch": 2, "epochs": 5, "val_auroc": 0.81235, "loss": 0.4}
