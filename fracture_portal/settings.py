@@ -298,7 +298,8 @@ SECOND_READ_SEED = env.str("SECOND_READ_SEED", default="second-read")
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 # Retraining: snapshots of reviewed images (+ an optional base dataset folder), runs, gated promotion.
 RETRAIN_MIN_NEW_REVIEWS = env.int("RETRAIN_MIN_NEW_REVIEWS", default=50)  # 0 disables the schedule
-TRAINING_BASE_DATASET_DIR = env.str("TRAINING_BASE_DATASET_DIR", default="")  # split/label + manifest
+# A base dataset folder (split/label + manifest) added to the reviewed images; empty: none.
+TRAINING_BASE_DATASET_DIR = env.str("TRAINING_BASE_DATASET_DIR", default="")
 TRAINING_WORK_DIR = Path(env.str("TRAINING_WORK_DIR", default=str(VAR_DIR / "training")))
 MODEL_STORE_DIR = Path(env.str("MODEL_STORE_DIR", default=str(VAR_DIR / "models")))
 TRAINING_HEARTBEAT_SECONDS = env.int("TRAINING_HEARTBEAT_SECONDS", default=15)

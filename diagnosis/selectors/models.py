@@ -12,4 +12,6 @@ def model_version_get_active() -> ModelVersion | None:
 
 
 def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.select_related("promoted_by", "training_run").order_by("-created_at")
+    return ModelVersion.objects.select_related("promoted_by", "training_run").order_by(
+        "-created_at"
+    )

@@ -20,7 +20,6 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("correct-horse-battery-9")
 
 
-
 def _with_role(default: str | None) -> factory.PostGeneration:
     """Adds the user to a role group; `Factory(role="admin")` overrides the default."""
 
@@ -30,8 +29,6 @@ def _with_role(default: str | None) -> factory.PostGeneration:
             user.groups.add(Group.objects.get(name=name))
 
     return factory.PostGeneration(add)
-
-
 
 
 class ClinicianFactory(UserFactory):
