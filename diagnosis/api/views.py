@@ -8,6 +8,7 @@ selectors, so a foreign object answers 404. Every PHI read or write is audited.
 from __future__ import annotations
 
 import logging
+import uuid as uuid_lib
 from typing import Any
 
 from django.http import FileResponse
@@ -27,6 +28,7 @@ from diagnosis.api import serializers as s
 from diagnosis.api.permissions import HasScope, request_token
 from diagnosis.api.schema import PortalAutoSchema
 from diagnosis.api.throttling import TokenScopeRateThrottle
+from diagnosis.exceptions import NotFoundError
 from diagnosis.models import Case
 from diagnosis.selectors import api as api_selectors
 from diagnosis.selectors.models import model_version_list
@@ -42,7 +44,7 @@ from diagnosis.services.reviews import ImageRead, review_claim, review_release, 
 
 logger = logging.getLogger(__name__)
 
-UUID_REGEX = r"[0-9a-fA-F-]{32,36}"
+UUID_REGEX = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -312,7 +314,11 @@ class ReviewCaseViewSet(ApiViewSet):
     parser_classes = [JSONParser]
 
     def _case(self, uuid: str) -> Case:
-        return review_case_get(user=self.request.user, case_uuid=uuid)
+        try:
+            case_uuid = uuid_lib.UUID(uuid)
+        except ValueError as exc:
+            raise NotFoundError("Case not found.") from exc
+        return review_case_get(user=self.request.user, case_uuid=case_uuid)
 
     @extend_schema(
         request=None,

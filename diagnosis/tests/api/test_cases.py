@@ -159,3 +159,4 @@ def test_heatmap_missing_is_404(owner_api, clinician):
 def test_invalid_uuid_is_404(owner_api):
     assert owner_api.get(f"{LIST_URL}not-a-uuid/").status_code == 404
     assert owner_api.get(f"{LIST_URL}{'f' * 36}/").status_code == 404
+    assert owner_api.get(f"{LIST_URL}{'f' * 8}-ffff-ffff-ffff-{'f' * 12}/").status_code == 404
