@@ -1,0 +1,57 @@
+"""OpenAPI schema and Swagger UI (served locally), and per-scope throttling."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnosis.api.throttling import TokenScopeRateThrottle
+
+pytestmark = pytest.mark.django_db
+
+
+def test_schema_documents_auth_and_errors(clinician, client_for):
+    response = client_for(clinician).get("/api/schema/?format=json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    error = schema["components"]["schemas"]["Error"]
+    assert set(error["properties"]) == {"code", "message", "extra"}
+    create = schema["paths"]["/api/v1/cases/"]["post"]
+    assert {"202", "200", "400", "401", "403", "413", "415", "429"} <= set(create["responses"])
+    assert "multipart/form-data" in create["requestBody"]["content"]
+    assert any(p["name"] == "Idempotency-Key" for p in create["parameters"])
+
+
+def test_schema_needs_authentication():
+    from django.test import Client
+
+    assert Client().get("/api/schema/").status_code in (401, 403)
+
+
+def test_swagger_ui_is_served_without_a_cdn(clinician, client_for):
+    response = client_for(clinician).get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn" not in html.lower()
+    assert "/static/drf_spectacular_sidecar/" in html
+
+
+def test_throttled_per_token_scope(clinician, issue_token, bearer, monkeypatch):
+    monkeypatch.setattr(
+        TokenScopeRateThrottle,
+        "THROTTLE_RATES",
+        {**TokenScopeRateThrottle.THROTTLE_RATES, "read": "3/min"},
+    )
+    raw, _ = issue_token(clinician, ["read"])
+    other_raw, _ = issue_token(clinician, ["read"])
+    api = bearer(raw)
+    assert [api.get("/api/v1/cases/").status_code for _ in range(3)] == [200, 200, 200]
+    throttled = api.get("/api/v1/cases/")
+    assert throttled.status_code == 429
+    assert throttled.json()["code"] == "throttled"
+    assert throttled.json()["extra"]["retry_after_seconds"] > 0
+    assert "Retry-After" in throttled
+    # counted per token: another token of the same user still has its budget
+    assert bearer(other_raw).get("/api/v1/cases/").status_code == 200
