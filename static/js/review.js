@@ -153,6 +153,9 @@
   });
 
   if (form && editable) {
+    form.addEventListener("change", function () {
+      if (missingDecision() < 0) errorBox.hidden = true;
+    });
     form.addEventListener("submit", function (e) {
       var missing = missingDecision();
       if (missing >= 0) {

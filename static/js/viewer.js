@@ -124,6 +124,7 @@
   Viewer.prototype.load = function (imageUrl, heatmapUrl) {
     var self = this;
     var token = ++this.loadToken;
+    delete this.root.dataset.loaded;
     this.gray = null;
     this.naturalW = 0;
     this.status.textContent = imageUrl ? "Loading image…" : "No image file available.";
