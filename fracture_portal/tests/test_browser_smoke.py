@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from diagnosis.models import AuditEvent, Case
 from diagnosis.tests import factories
@@ -88,3 +89,6 @@ def test_sign_in_upload_and_see_the_case_page(live_server, page, transactional_d
     assert actions.count("case.create") == 1
     assert actions.count("case.view") == 1
     assert actions.count("auth.logout") == 1
+    # ORM calls made while Playwright's event loop runs use their own connection (Django keys
+    # connections by thread and async context); close it, or it blocks the test database's drop.
+    connections.close_all()
