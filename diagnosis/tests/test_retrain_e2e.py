@@ -251,3 +251,38 @@ def test_reviews_to_snapshot_to_retrain_to_promotion_to_new_predictions(
     page = client.get(reverse("registry:index")).content.decode()
     assert held.result_version.version in page
     assert "Approve" in page
+
+
+@pytest.mark.slow
+def test_cancelling_a_running_retrain_stops_training_and_registers_nothing(
+    admin_user, tmp_path, settings, tiny_active_model
+):
+    from diagnosis.services import training
+    from diagnosis.services.training import training_run_cancel, training_run_execute
+
+    base = make_base_dataset(tmp_path / "base", per_class={"train": 16, "val": 4, "test": 4})
+    original = training._RunCallbacks.progress
+
+    def progress_then_cancel(self, info):  # an admin presses Cancel during the first epoch
+        original(self, info)
+        run = TrainingRun.objects.get(pk=self.run_id)
+        if not run.cancel_requested:
+            training_run_cancel(run=run, user=admin_user)
+
+    with patch(DELAY):
+        run = training.training_run_start(
+            trigger="manual", user=admin_user, config={**TINY_CONFIG, "base_dir": str(base)}
+        )
+    with patch.object(training._RunCallbacks, "progress", progress_then_cancel):
+        training_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.result_version is None
+    assert (run.progress.get("epoch") or 0) <= 1
+    assert list(ModelVersion.objects.values_list("version", flat=True)) == ["tiny-active"]
+    leftovers = [
+        p.name for p in Path(settings.MODEL_STORE_DIR).iterdir() if p.name != "tiny-active"
+    ]
+    assert leftovers == []
+    assert AuditEvent.objects.filter(action="training.cancelled").count() == 1
