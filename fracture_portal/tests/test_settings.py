@@ -130,3 +130,22 @@ def test_readme_documents_every_variable():
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
     missing = _settings_variables() - documented
     assert not missing, f"add to the README's variable table: {sorted(missing)}"
+
+
+@pytest.mark.django_db
+def test_stored_uploads_are_readable_by_the_service_account_only(sample_jpeg_bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from diagnosis.services.cases import case_create
+    from diagnosis.tests.factories import ClinicianFactory
+
+    case = case_create(
+        user=ClinicianFactory(),
+        patient_ref="REF-PERMS-1",
+        body_part="hand",
+        clinical_question="",
+        files=[SimpleUploadedFile("x.jpg", sample_jpeg_bytes, content_type="image/jpeg")],
+    )
+    stored = Path(case.images.get().file.path)
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert stored.parent.stat().st_mode & 0o777 == 0o700
