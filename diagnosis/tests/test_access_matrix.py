@@ -274,10 +274,24 @@ def test_anonymous_reaches_only_login_health_and_static():
 
 
 @pytest.mark.django_db
-def test_anonymous_allowed_pages_work():
+def test_anonymous_allowed_pages_work(settings):
+    # Production serves collected files; the tests collect nothing, so let WhiteNoise use finders.
+    settings.WHITENOISE_USE_FINDERS = True
+    settings.WHITENOISE_AUTOREFRESH = True
     client = Client()
     assert client.get(reverse("login")).status_code == 200
     assert client.get(reverse("healthz")).json() == {"status": "ok"}
+    static = client.get("/static/css/portal.css")
+    assert static.status_code == 200
+    assert b"".join(static.streaming_content).startswith(b":root")
+
+
+def test_media_files_are_never_served_directly(world, client_for):
+    """Images and heat-maps leave only through the permission-checked, audited views."""
+    for name in (world.image.file.name, world.prediction.heatmap.name):
+        for actor in ("owner", "radiologist", "admin"):
+            response = client_for(world.users[actor]).get(f"/media/{name}")
+            assert response.status_code == 404, (actor, name)
 
 
 def test_foreign_case_exists_for_other_clinician(world, client_for):

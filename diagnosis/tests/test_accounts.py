@@ -370,3 +370,12 @@ def test_admin_role_manages_users_but_cannot_mint_or_touch_superusers(admin_user
         client.post(f"/admin/auth/user/{root.pk}/change/", {"username": "root"}).status_code == 403
     )
     assert client.get(f"/admin/auth/user/{root.pk}/password/").status_code == 403
+
+
+def test_login_issues_a_new_session_key(clinician):
+    """No session fixation: a key planted before sign-in is not the key after it."""
+    client = Client()
+    client.get(LOGIN_URL)
+    client.cookies["sessionid"] = "attacker-chosen-key-0123456789abcdef"
+    assert _login(client, "clin_a", PASSWORD).status_code == 302
+    assert client.cookies["sessionid"].value != "attacker-chosen-key-0123456789abcdef"
