@@ -19,7 +19,7 @@ from diagnosis.services.datasets import (
     snapshot_materialize,
     snapshot_read_manifest,
 )
-from diagnosis.tests.retrain_helpers import make_base_dataset, reviewed_case
+from diagnosis.tests.retrain_helpers import make_array, make_base_dataset, reviewed_case
 
 F, N = Label.FRACTURED, Label.NOT_FRACTURED
 pytestmark = pytest.mark.django_db
@@ -188,3 +188,17 @@ def test_export_zip_has_images_manifest_and_attribution(radiologist, admin_user,
     assert "FracAtlas" in readme
     assert "patient data" in readme
     assert AuditEvent.objects.filter(action="snapshot.export", actor_id=admin_user.pk).count() == 1
+
+
+def test_the_same_picture_uploaded_for_two_patients_is_kept_in_one_split(radiologist):
+    picture = make_array(4242, F)
+    a = reviewed_case(reviewer=radiologist, labels=[F], seed=1, arrays=[picture])
+    b = reviewed_case(reviewer=radiologist, labels=[F], seed=2, arrays=[picture[::-1, :]])
+    for seed in range(3, 40):
+        reviewed_case(reviewer=radiologist, labels=[F if seed % 3 else N], seed=seed)
+
+    rows = _by_key(snapshot_create(base_dir=""))
+
+    first, second = rows[f"img:{a.images.get().pk}"], rows[f"img:{b.images.get().pk}"]
+    assert first["group"] == second["group"]
+    assert first["split"] == second["split"]
