@@ -17,6 +17,7 @@ appended payload). Every rejection raises `InvalidUploadError` with a stable `co
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ from diagnosis.exceptions import InvalidUploadError
 from diagnosis.imaging import dicom, names, raster, sniff
 
 __all__ = ["CanonicalImage", "file_too_large_error", "validate_upload"]
+
+logger = logging.getLogger(__name__)
 
 _DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
 
@@ -51,6 +54,22 @@ def validate_upload(
     """Validate one uploaded file and return its canonical form (see the module docstring)."""
     if keep_original is None:
         keep_original = settings.KEEP_ORIGINAL_UPLOADS
+    try:
+        return _validate(data, filename, keep_original=keep_original)
+    except InvalidUploadError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Safety net: the decoders map their own failures; anything else a hostile file provokes
+        # is still a 400, never a 500. Only the exception type is logged (messages may quote PHI).
+        logger.warning("unexpected validation failure", extra={"error_type": type(exc).__name__})
+        raise InvalidUploadError(
+            "The file could not be read as an image.", code="corrupt_image"
+        ) from exc
+
+
+def _validate(data: bytes, filename: str, *, keep_original: bool) -> CanonicalImage:
     size = len(data)
     if size == 0:
         raise InvalidUploadError("The file is empty.", code="empty_file")

@@ -28,7 +28,7 @@ from pydicom.uid import (
 )
 
 from diagnosis.exceptions import InvalidUploadError
-from diagnosis.imaging.raster import scale_to_u8
+from diagnosis.imaging.raster import scale_to_u8, to_u8
 from diagnosis.imaging.strict import warnings_as_errors, warnings_ignored
 
 # Real-world files often carry slightly malformed values; they are tolerated on reading (we only
@@ -377,6 +377,8 @@ def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
         )
     if not isinstance(pixel_data, bytes | bytearray):
         raise _invalid("The DICOM pixel data is unreadable.")
+    if transfer_syntax and not transfer_syntax.is_transfer_syntax:
+        raise _invalid("The DICOM transfer syntax is not one we know.", code="unsupported_format")
     compressed = bool(transfer_syntax) and transfer_syntax.is_compressed
     if not compressed:
         expected = rows * cols * frames * samples * (bits_allocated // 8)
@@ -445,28 +447,40 @@ def _first(value: Any) -> float:
 
 
 def window_to_u8(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    """VOI: the first WindowCenter/WidthWidth pair (PS3.3 C.11.2.1.2), else a VOI LUT, else the
-    real min..max. Returns uint8 0..255 (before any MONOCHROME1 inversion)."""
+    """VOI: the first WindowCenter/WindowWidth pair (PS3.3 C.11.2.1.2), else a VOI LUT, else the
+    real min..max. Returns uint8 0..255 (before any MONOCHROME1 inversion). Overwrites `values`
+    (float32)."""
     centre = ds.get("WindowCenter")
     width = ds.get("WindowWidth")
     if centre not in (None, "") and width not in (None, ""):
         c, w = _first(centre), _first(width)
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
         if np.isfinite(c) and np.isfinite(w) and w > 0:
+            # In place on the float32 array from _modality (no full-size temporaries).
             if function == "SIGMOID":
-                out = 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+                values -= c
+                values *= -4.0 / w
+                with np.errstate(over="ignore"):  # exp overflow -> inf -> 0 after 1/(1+inf)
+                    np.exp(values, out=values)
+                values += 1.0
+                np.reciprocal(values, out=values)
+                values *= 255.0
             elif function == "LINEAR_EXACT":
-                out = ((values - c) / w + 0.5) * 255.0
+                values -= c
+                values *= 1.0 / w
+                values += 0.5
+                values *= 255.0
             else:
-                if w < 1:
-                    w = 1.0
-                out = ((values - (c - 0.5)) / max(w - 1.0, 1.0) + 0.5) * 255.0
-            return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+                values -= c - 0.5
+                values *= 1.0 / max(w - 1.0, 1.0)
+                values += 0.5
+                values *= 255.0
+            return to_u8(values)
     if "VOILUTSequence" in ds:
         from pydicom.pixels import apply_voi_lut
 
-        return scale_to_u8(apply_voi_lut(values, ds))
-    return scale_to_u8(values)
+        return scale_to_u8(apply_voi_lut(values, ds), inplace=True)
+    return scale_to_u8(values, inplace=True)
 
 
 def _remap_uid(value: str) -> str:

@@ -38,8 +38,8 @@ def decode_raster(data: bytes, kind: str, *, max_pixels: int) -> np.ndarray:
                         code="multi_frame",
                     )
                 im.load()
-                upright = ImageOps.exif_transpose(im)
-                return to_gray_u8(upright)
+                ImageOps.exif_transpose(im, in_place=True)  # also drops the orientation tag
+                return to_gray_u8(im)
         except InvalidUploadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -60,7 +60,7 @@ def to_gray_u8(im: Image.Image) -> np.ndarray:
     """
     mode = im.mode
     if mode == "L":
-        return np.array(im, dtype=np.uint8)
+        return np.asarray(im, dtype=np.uint8)
     if mode in _HIGH_BIT_MODES:
         return scale_to_u8(np.asarray(im))
     if mode == "P":
@@ -74,21 +74,32 @@ def to_gray_u8(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB").convert("L"), dtype=np.uint8)
 
 
-def scale_to_u8(values: Any) -> np.ndarray:
-    """Linear min..max scaling of any numeric array to uint8 (a constant image becomes 0)."""
+def scale_to_u8(values: Any, *, inplace: bool = False) -> np.ndarray:
+    """Linear min..max scaling of any numeric array to uint8 (a constant image becomes 0).
+
+    `inplace=True` lets a float32 input be overwritten (saves a full-size copy)."""
     arr = np.asarray(values, dtype=np.float32)
+    if (arr is values and not inplace) or not arr.flags.writeable:
+        arr = arr.copy()
     lo, hi = float(arr.min()), float(arr.max())
     if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
         return np.zeros(arr.shape, dtype=np.uint8)
     arr -= lo
     arr *= 255.0 / (hi - lo)
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return to_u8(arr)
+
+
+def to_u8(arr: np.ndarray) -> np.ndarray:
+    """Round and clip a float32 array to uint8, overwriting it instead of allocating temporaries."""
+    np.rint(arr, out=arr)
+    np.clip(arr, 0, 255, out=arr)
+    return arr.astype(np.uint8)
 
 
 def encode_png(gray: np.ndarray) -> bytes:
     """The canonical file: 8-bit grayscale PNG, no metadata chunks."""
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).save(
-        buf, format="PNG", compress_level=3
+        buf, format="PNG", compress_level=1
     )
     return buf.getvalue()

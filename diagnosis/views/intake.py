@@ -27,6 +27,7 @@ from django.http import (
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
@@ -77,7 +78,7 @@ def _parse_body(request: HttpRequest) -> HttpResponse | None:
         return _error(
             request,
             code="request_too_large",
-            message=f"The upload is larger than {limit // (1024 * 1024)} MB in total.",
+            message=f"The upload is larger than {filesizeformat(limit)} in total.",
             status=413,
         )
     try:

@@ -204,3 +204,27 @@ def test_warnings_elsewhere_keep_their_behaviour():
             with pytest.raises(UserWarning, match="decoder"):
                 warnings.warn_explicit("decoder", UserWarning, "Image.py", 1, module="PIL.Image")
     assert [str(w.message) for w in caught] == ["unrelated"]
+
+
+@pytest.mark.parametrize(
+    ("function", "expected_first", "expected_last"),
+    [("LINEAR", 0, 255), ("LINEAR_EXACT", 0, 255), ("SIGMOID", 2, 253)],  # sigmoid: asymptotic
+)
+def test_dicom_voi_functions(function, expected_first, expected_last):
+    values = np.tile((2048 + (np.arange(64) - 32) * 8).astype(np.uint16), (4, 1))  # 1792..2296
+    ds = builders.dicom_dataset(values, bits_stored=12, window=(2048, 200))
+    ds.VOILUTFunction = function
+    row = builders.decode_canonical(validate_upload(builders.dicom_bytes(ds), "x").png_bytes)[0]
+    assert (row[0], row[-1]) == (expected_first, expected_last)
+    assert np.all(np.diff(row.astype(int)) >= 0)
+    assert 120 <= row[32] <= 136  # the window centre maps to mid-grey
+
+
+def test_dicom_rescale_slope_and_intercept_apply_before_the_window():
+    values = np.tile(np.arange(0, 64, dtype=np.uint16), (4, 1))
+    ds = builders.dicom_dataset(values, bits_stored=12, window=(0, 64))
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -64  # output units -64..62 around the window 0 +- 32
+    row = builders.decode_canonical(validate_upload(builders.dicom_bytes(ds), "x").png_bytes)[0]
+    assert row[0] == 0
+    assert row[-1] == 255
+    assert abs(int(row[32]) - 128) <= 6
