@@ -379,3 +379,20 @@ def test_login_issues_a_new_session_key(clinician):
     client.cookies["sessionid"] = "attacker-chosen-key-0123456789abcdef"
     assert _login(client, "clin_a", PASSWORD).status_code == 302
     assert client.cookies["sessionid"].value != "attacker-chosen-key-0123456789abcdef"
+
+
+def test_only_the_password_service_sets_passwords():
+    """There is no pre_save guard on users: instead no code outside user_set_password may set a
+    password (Django's own forms and commands validate by themselves)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        str(path.relative_to(root))
+        for package in ("diagnosis", "fracture_portal", "ml")
+        for path in (root / package).rglob("*.py")
+        if "tests" not in path.parts
+        and path != root / "diagnosis" / "services" / "accounts.py"
+        and re.search(r"\.set_password\(|make_password\(", path.read_text())
+    ]
+    assert offenders == []
