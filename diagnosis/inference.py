@@ -142,6 +142,23 @@ def runtime_warm_up() -> None:
     import ml.registry  # noqa: F401
 
 
+@functools.cache
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def model_pass_size(waiting: int) -> int:
+    """Images per model pass when settings.INFERENCE_MODEL_BATCH is 0 (auto): everything waiting
+    on a GPU; one at a time on CPU, where the pass per image was measured fastest at batch 1
+    (docs/benchmarks.md) and batching pays off in the database and broker work instead."""
+    configured = int(getattr(settings, "INFERENCE_MODEL_BATCH", 0) or 0)
+    if configured > 0:
+        return configured
+    return max(1, waiting) if _has_gpu() else 1
+
+
 def _encode_png(array: npt.NDArray[np.uint8]) -> bytes:
     import cv2
 
@@ -162,12 +179,14 @@ def run_batch(
     images: list[bytes],
     thresholds: dict[str, float],
     temperature: float,
+    pass_size: int = 0,
 ) -> list[ImageResult | UnreadableImageError]:
-    """Predict a batch of canonical images with one forward/backward pass (Grad-CAM included).
+    """Predict a batch of canonical images; each model pass (forward + Grad-CAM backward) takes
+    `pass_size` images (0: `model_pass_size()`).
 
     Returns one entry per input, in order: an ImageResult, or an UnreadableImageError for an image
-    that cannot be decoded (the others still run). Timings are milliseconds per image; the shared
-    model pass is divided evenly over the batch.
+    that cannot be decoded (the others still run). Timings are milliseconds per image; a shared
+    model pass is divided evenly over its images.
     """
     import numpy as np
 
@@ -190,15 +209,21 @@ def run_batch(
             continue
         decoded[index] = image
         prep_ms[index] = (time.perf_counter() - started) * 1e3
-    if decoded:
+    size = pass_size if pass_size > 0 else model_pass_size(len(decoded))
+    logits_parts, heatmap_parts, model_ms = [], [], []
+    for start in range(0, len(tensors), size):
+        chunk = np.stack(tensors[start : start + size])
         started = time.perf_counter()
         logits, heatmaps = gradcam.gradcam_batch(
-            model, np.stack(tensors), layer=card.gradcam_layer or "last_conv"
+            model, chunk, layer=card.gradcam_layer or "last_conv"
         )
-        model_ms = (time.perf_counter() - started) * 1e3 / len(decoded)
-        probabilities = ml_inference.calibrated(logits, temperature)
-        for (index, image), probability, heatmap in zip(
-            decoded.items(), probabilities, heatmaps, strict=True
+        logits_parts.append(logits)
+        heatmap_parts.extend(heatmaps)
+        model_ms += [(time.perf_counter() - started) * 1e3 / len(chunk)] * len(chunk)
+    if decoded:
+        probabilities = ml_inference.calibrated(np.concatenate(logits_parts), temperature)
+        for (index, image), probability, heatmap, pass_ms in zip(
+            decoded.items(), probabilities, heatmap_parts, model_ms, strict=True
         ):
             started = time.perf_counter()
             full = preprocess.unletterbox(heatmap, image.shape, spec.size)
@@ -211,7 +236,7 @@ def run_batch(
                 overlay_png=overlay_png,
                 timings={
                     "preprocess_ms": round(prep_ms[index], 2),
-                    "model_ms": round(model_ms, 2),
+                    "model_ms": round(pass_ms, 2),
                     "gradcam_ms": round((time.perf_counter() - started) * 1e3, 2),
                 },
             )

@@ -227,29 +227,31 @@ def _claim(*, held: Sequence[int], own_ids: set[int]) -> list[_Claimed]:
         .filter(pk__in=held, status__in=_OPEN)
         .order_by("pk")
     )
-    claimed: list[_Claimed] = []
     cap = settings.INFERENCE_MAX_ATTEMPTS
-    for prediction in rows:
-        if prediction.attempts >= cap:
-            _fail_one(
-                prediction,
-                reason=f"Gave up after {prediction.attempts} attempts: the worker stopped while "
-                "predicting this image (e.g. out of memory or a time limit).",
-            )
-            continue
+    for prediction in (p for p in rows if p.attempts >= cap):
+        _fail_one(
+            prediction,
+            reason=f"Gave up after {prediction.attempts} attempts: the worker stopped while "
+            "predicting this image (e.g. out of memory or a time limit).",
+        )
+    ok = [p for p in rows if p.attempts < cap]
+    if not ok:
+        return []
+    # Three statements for the whole batch, whatever its size.
+    Prediction.objects.filter(pk__in=[p.pk for p in ok]).update(
+        attempts=F("attempts") + 1, status=Prediction.Status.RUNNING, started_at=now
+    )
+    XrayImage.objects.filter(pk__in={p.image_id for p in ok}).update(
+        inference_attempts=F("inference_attempts") + 1
+    )
+    Case.objects.filter(pk__in={p.image.case_id for p in ok}, status=Case.Status.QUEUED).update(
+        status=Case.Status.PREDICTING, updated_at=now
+    )
+    for prediction in ok:
         prediction.attempts += 1
         prediction.status = Prediction.Status.RUNNING
         prediction.started_at = now
-        prediction.save(update_fields=["attempts", "status", "started_at"])
-        XrayImage.objects.filter(pk=prediction.image_id).update(
-            inference_attempts=F("inference_attempts") + 1
-        )
-        claimed.append(_Claimed(prediction, prediction.pk in own_ids))
-    case_ids = {c.prediction.image.case_id for c in claimed}
-    Case.objects.filter(pk__in=case_ids, status=Case.Status.QUEUED).update(
-        status=Case.Status.PREDICTING, updated_at=now
-    )
-    return claimed
+    return [_Claimed(p, p.pk in own_ids) for p in ok]
 
 
 def _test_barrier(prediction_ids: Sequence[int]) -> None:
@@ -287,34 +289,47 @@ def _read_image(prediction: Prediction) -> bytes:
 
 
 @transaction.atomic
-def _store_result(
-    *, prediction: Prediction, result: inference.ImageResult, timings: dict[str, float]
-) -> bool:
-    version = prediction.model_version
-    labels = {
-        op: (Label.FRACTURED if fractured else Label.NOT_FRACTURED)
-        for op, fractured in result.fractured_at.items()
-    }
-    label = labels.get(version.default_operating_point) or (
-        Label.FRACTURED if result.probability >= 0.5 else Label.NOT_FRACTURED
-    )
-    updated = (
-        Prediction.objects.filter(pk=prediction.pk)
+def _store_results(
+    items: Sequence[tuple[Prediction, inference.ImageResult, dict[str, float]]],
+) -> int:
+    """Write a batch's results in one transaction (one commit), only over unfinished rows (a
+    redelivered or concurrent run never overwrites a finished result), then move the cases on."""
+    if not items:
+        return 0
+    open_ids = set(
+        Prediction.objects.select_for_update()
+        .filter(pk__in=[p.pk for p, _, _ in items])
         .exclude(status=Prediction.Status.DONE)
-        .update(
-            status=Prediction.Status.DONE,
-            probability=min(1.0, max(0.0, result.probability)),
-            label=label,
-            labels={k: str(v) for k, v in labels.items()},
-            heatmap=heatmap_names(prediction.pk)[0],
-            timings=timings,
-            error="",
-            finished_at=timezone.now(),
-        )
+        .values_list("pk", flat=True)
     )
-    if updated:
-        _case_advance(case_id=prediction.image.case_id, model_version_id=version.pk)
-    return bool(updated)
+    finished_at = timezone.now()
+    rows = []
+    for prediction, result, timings in items:
+        if prediction.pk not in open_ids:
+            continue
+        version = prediction.model_version
+        labels = {
+            op: (Label.FRACTURED if fractured else Label.NOT_FRACTURED)
+            for op, fractured in result.fractured_at.items()
+        }
+        prediction.status = Prediction.Status.DONE
+        prediction.probability = min(1.0, max(0.0, result.probability))
+        prediction.labels = {k: str(v) for k, v in labels.items()}
+        prediction.label = labels.get(version.default_operating_point) or (
+            Label.FRACTURED if result.probability >= 0.5 else Label.NOT_FRACTURED
+        )
+        prediction.heatmap = heatmap_names(prediction.pk)[0]
+        prediction.timings = timings
+        prediction.error = ""
+        prediction.finished_at = finished_at
+        rows.append(prediction)
+    Prediction.objects.bulk_update(
+        rows,
+        ["status", "probability", "labels", "label", "heatmap", "timings", "error", "finished_at"],
+    )
+    for case_id, version_id in dict.fromkeys((p.image.case_id, p.model_version_id) for p in rows):
+        _case_advance(case_id=case_id, model_version_id=version_id)
+    return len(rows)
 
 
 def _fail_one(prediction: Prediction, *, reason: str) -> None:
@@ -435,6 +450,7 @@ def _run_claimed(claimed: list[_Claimed]) -> dict[str, int]:
             images=images,
             thresholds={k: float(v) for k, v in version.thresholds.items()},
             temperature=float(version.temperature or 1.0),
+            pass_size=settings.INFERENCE_MODEL_BATCH,
         )
     except (TransientInferenceError, OSError) as exc:
         _release(claimed, only_drained=False)
@@ -449,6 +465,7 @@ def _run_claimed(claimed: list[_Claimed]) -> dict[str, int]:
         raise
     counts = {"done": 0, "failed": 0}
     model_end = time.perf_counter()
+    finished: list[tuple[Prediction, inference.ImageResult, dict[str, float]]] = []
     for item, result in zip(claimed, results, strict=True):
         prediction = item.prediction
         if isinstance(result, UnreadableImageError):
@@ -464,14 +481,13 @@ def _run_claimed(claimed: list[_Claimed]) -> dict[str, int]:
             "queue_ms": round(max(0.0, queued_ms), 2),
             **result.timings,
             "store_ms": round((time.perf_counter() - store_started) * 1e3, 2),
-            "total_ms": round((model_end - started) * 1e3 / len(claimed), 2),
             "batch_size": len(claimed),
         }
-        timings["total_ms"] = round(
-            timings["total_ms"] + timings["store_ms"] + timings["queue_ms"], 2
-        )
-        if _store_result(prediction=prediction, result=result, timings=timings):
-            counts["done"] += 1
+        # Work time of this image: its share of the batch, its files; plus its wait in the queue.
+        share_ms = (model_end - started) * 1e3 / len(claimed)
+        timings["total_ms"] = round(timings["queue_ms"] + share_ms + timings["store_ms"], 2)
+        finished.append((prediction, result, timings))
+    counts["done"] += _store_results(finished)
     logger.info(
         "batch predicted",
         extra={

@@ -221,6 +221,30 @@ def test_probability_is_temperature_calibrated(active_version, django_capture_on
     assert Prediction.objects.get(pk=ids[0]).probability == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize(("model_batch", "passes"), [(0, [1, 1, 1]), (2, [2, 1]), (8, [3])])
+def test_model_pass_size_splits_the_batch_without_changing_results(
+    active_version, django_capture_on_commit_callbacks, settings, model_batch, passes
+):
+    """One task, three images; INFERENCE_MODEL_BATCH sets the images per model pass (0 = auto:
+    one at a time on this CPU-only test machine). Results do not depend on it."""
+    from ml import gradcam
+
+    settings.INFERENCE_MODEL_BATCH = model_batch
+    case = make_case(3)
+    ids, _ = request(case, django_capture_on_commit_callbacks)
+    with mock.patch.object(gradcam, "gradcam_batch", wraps=gradcam.gradcam_batch) as spy:
+        run(ids)
+    assert [c.args[1].shape[0] for c in spy.call_args_list] == passes
+    probabilities = dict(Prediction.objects.values_list("image__position", "probability"))
+    again = make_case(3)  # same pixels (seeded), one pass for all
+    settings.INFERENCE_MODEL_BATCH = 8
+    run(request(again, django_capture_on_commit_callbacks)[0])
+    for position, probability in Prediction.objects.filter(image__case=again).values_list(
+        "image__position", "probability"
+    ):
+        assert probability == pytest.approx(probabilities[position], abs=1e-5)
+
+
 def test_rerun_is_idempotent(active_version, django_capture_on_commit_callbacks):
     case = make_case(1)
     ids, _ = request(case, django_capture_on_commit_callbacks)

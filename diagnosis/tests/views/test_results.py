@@ -235,15 +235,6 @@ RESULT_ENDPOINTS = [
         everyone(405, other_clinician=405),
     ),
     Endpoint(
-        "heatmap_overlay",
-        "get",
-        lambda w: (
-            reverse("diagnosis:heatmap_file", args=[w.case.uuid, w.image.pk]) + "?kind=overlay"
-        ),
-        # the matrix world stores only the RGBA heat-map: 404 for everyone allowed to ask
-        everyone(404),
-    ),
-    Endpoint(
         "case_retry",
         "post",
         lambda w: reverse("diagnosis:case_retry", args=[w.case.uuid]),
