@@ -132,10 +132,31 @@ class ApiClientAdmin(admin.ModelAdmin):
 @admin.register(models.ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "client", "scopes", "expires_at", "revoked_at", "last_used_at")
-    readonly_fields = ("prefix", "token_hash", "last_used_at", "created_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "name", "client__name", "client__user__username")
+    readonly_fields = (
+        "client",
+        "name",
+        "prefix",
+        "token_hash",
+        "scopes",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+        "created_at",
+    )
+    actions = ("revoke_tokens",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # issued on the token page so the secret is shown once
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[models.ApiToken]) -> None:
+        from diagnosis.services.tokens import api_token_revoke
+
+        for token in queryset.select_related("client"):
+            api_token_revoke(token=token, user=request.user, request=request)
+        self.message_user(request, f"{queryset.count()} token(s) revoked.")
 
 
 @admin.register(models.WebhookDelivery)

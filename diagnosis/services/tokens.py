@@ -168,8 +168,10 @@ def api_token_create(
 def api_token_revoke(
     *, token: ApiToken, user: AbstractBaseUser, request: HttpRequest | None = None
 ) -> ApiToken:
-    """Revoke for good (idempotent: revoking twice keeps the first time)."""
-    _require_owner(client=token.client, user=user)
+    """Revoke for good (idempotent: revoking twice keeps the first time). The owner revokes on
+    the token page; staff with `change_apitoken` in the Django admin."""
+    if not user.has_perm("diagnosis.change_apitoken"):
+        _require_owner(client=token.client, user=user)
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])

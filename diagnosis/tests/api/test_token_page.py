@@ -139,3 +139,19 @@ def test_csrf_is_enforced(clinician):
     response = web.post(URL, {"action": "create_client", "name": "x"})
     assert response.status_code == 403
     assert not ApiClient.objects.exists()
+
+
+def test_staff_revokes_in_the_admin(clinician, client_for):
+    from diagnosis.services.tokens import api_token_create
+
+    superuser = factories.UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = api_client_create(user=clinician, name="app")
+    token, raw = api_token_create(client=client, user=clinician, scopes=["read"], expires_at=None)
+    response = client_for(superuser).post(
+        "/admin/diagnosis/apitoken/",
+        {"action": "revoke_tokens", "_selected_action": [token.pk]},
+    )
+    assert response.status_code == 302
+    assert api_token_authenticate(raw=raw) is None
+    event = AuditEvent.objects.get(action="api_token.revoke")
+    assert event.actor_id == superuser.pk
