@@ -21,3 +21,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 # WhiteNoise warns on every request when STATIC_ROOT is missing; tests never collect static files.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Lockout counters live in the shared Redis cache and outlive a test; keep them out of unrelated
+# tests' way. The tests of the lockout itself set their own limits.
+LOGIN_FAILURE_LIMIT = 50
+LOGIN_IP_FAILURE_LIMIT = 200
