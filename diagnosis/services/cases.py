@@ -13,7 +13,8 @@
   same key returns the case created by the first call, unchanged (its files are not validated
   or stored again, whatever they are). This holds under concurrency: the database's unique
   constraint (created_by, idempotency_key) decides, and the loser returns the winner's case.
-  Keys are scoped per user and kept for the case's lifetime.
+  Keys are scoped per user and kept for the case's lifetime. The returned Case carries
+  `was_created`: True when this call created it, False when an earlier case was returned.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def case_create(
         existing = _case_for_key(user=user, idempotency_key=idempotency_key)
         if existing is not None:
             logger.info("idempotent replay", extra={"case_uuid": str(existing.uuid)})
+            existing.was_created = False
             return existing
 
     case = Case(
@@ -123,11 +125,13 @@ def case_create(
             existing = _case_for_key(user=user, idempotency_key=idempotency_key)
             if existing is not None:
                 logger.info("idempotent race", extra={"case_uuid": str(existing.uuid)})
+                existing.was_created = False
                 return existing
         raise
     except BaseException:
         _delete_files(written)
         raise
+    case.was_created = True
     logger.info(
         "case created",
         extra={"case_uuid": str(case.uuid), "images": len(canonical), "source": source},

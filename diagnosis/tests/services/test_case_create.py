@@ -155,6 +155,7 @@ def test_idempotency_key_returns_the_first_case(clinician, clinician_b, settings
     first = _create(clinician, idempotency_key="key-1")
     again = _create(clinician, [_png(), _png()], idempotency_key="key-1")
     assert again.pk == first.pk
+    assert (first.was_created, again.was_created) == (True, False)
     assert again.images.count() == 1
     assert len(builders.files_under(settings.MEDIA_ROOT)) == 1
     # Keys are per user, and an empty key never deduplicates.
@@ -204,6 +205,7 @@ def test_concurrent_creates_with_one_key_make_one_case(settings, caplog):
     # The loser really hit the unique constraint (not the early lookup).
     assert [r.message for r in caplog.records].count("idempotent race") == 1
     assert results[0].pk == results[1].pk
+    assert sorted(r.was_created for r in results) == [False, True]
     assert Case.objects.filter(created_by=user).count() == 1
     assert XrayImage.objects.count() == 1
     assert len(builders.files_under(Path(settings.MEDIA_ROOT))) == 1  # the loser left no file
