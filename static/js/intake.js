@@ -224,6 +224,11 @@
     xhr.addEventListener("load", function () {
       var body = null;
       try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
+      if (xhr.responseURL && xhr.responseURL.indexOf("/accounts/login/") !== -1) {
+        setBusy(false);
+        showErrors(["Your session has expired: sign in again (in another tab) and resubmit."]);
+        return;
+      }
       if (xhr.status === 201 && body && body.url) {
         progressLabel.textContent = "Done. Opening the case…";
         window.location.assign(body.url);

@@ -228,3 +228,37 @@ def test_dicom_rescale_slope_and_intercept_apply_before_the_window():
     assert row[0] == 0
     assert row[-1] == 255
     assert abs(int(row[32]) - 128) <= 6
+
+
+def test_signed_ct_style_dicom_with_rescale_is_windowed():
+    """Signed stored values with intercept -1024 (CT-style), bone window."""
+    stored = np.tile(np.linspace(-1000, 3000, 64).astype(np.int16), (4, 1))
+    ds = builders.dicom_dataset(stored.view(np.uint16), bits_stored=16, window=(300, 1500))
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = stored.tobytes()
+    canonical = validate_upload(builders.dicom_bytes(ds), "ct.dcm")
+    row = builders.decode_canonical(canonical.png_bytes)[0].astype(int)
+    assert (row[0], row[-1]) == (0, 255)
+    assert np.all(np.diff(row) >= 0)
+
+
+@pytest.mark.parametrize("mode", ["LA", "1", "RGB", "P+transparency"])
+def test_other_png_modes_become_grayscale(mode):
+    image = Image.fromarray(builders.gradient())
+    if mode == "P+transparency":
+        data = builders.encode(image.convert("P"), "PNG", transparency=0)
+    else:
+        data = builders.encode(image.convert(mode), "PNG")
+    canonical = validate_upload(data, "x.png")
+    arr = builders.decode_canonical(canonical.png_bytes)
+    assert arr.shape == (48, 64)
+    assert arr[0, -1] > arr[0, 20]  # the ramp survives (1-bit: dark to light)
+
+
+def test_dicom_metadata_text_is_sanitised():
+    ds = builders.dicom_dataset(np.zeros((8, 8), np.uint8))
+    ds.BodyPartExamined = "<script>x</script>"
+    canonical = validate_upload(builders.dicom_bytes(ds), "x.dcm")
+    assert "<" not in canonical.dicom_metadata["BodyPartExamined"]
+    assert ">" not in canonical.dicom_metadata["BodyPartExamined"]
