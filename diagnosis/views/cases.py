@@ -6,7 +6,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import urlencode
@@ -34,7 +33,7 @@ def case_list_view(request: HttpRequest) -> HttpResponse:
     patient_ref = (request.GET.get("q") or "").strip()[:_PATIENT_REF_MAX]
     cases = case_list(
         user=request.user, status=status, body_part=body_part, patient_ref=patient_ref
-    ).annotate(image_count=Count("images"))
+    ).prefetch_related("images")  # one query for the page's cases only, after the LIMIT
     page = Paginator(cases, PAGE_SIZE).get_page(request.GET.get("page"))
     filters = {
         k: v for k, v in {"status": status, "body_part": body_part, "q": patient_ref}.items() if v
