@@ -102,6 +102,8 @@ class Case(models.Model):
             ),
         ]
         indexes = [
+            # Readers' and admins' case list: newest first over every case (case_list's ordering).
+            models.Index(fields=["-created_at", "-id"], name="case_recent"),
             models.Index(fields=["created_by", "-created_at"], name="case_owner_recent"),
             models.Index(fields=["status", "-created_at"], name="case_status_recent"),
             models.Index(
