@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from PIL import Image
 
 from diagnosis.exceptions import InvalidUploadError
 from diagnosis.imaging import dicom, names, raster, sniff
@@ -76,6 +77,8 @@ def _validate(data: bytes, filename: str, *, keep_original: bool) -> CanonicalIm
     if size > settings.UPLOAD_MAX_FILE_BYTES:
         raise file_too_large_error()
     max_pixels = settings.UPLOAD_MAX_PIXELS
+    # Pillow's own bomb guard at our cap, also for JPEG inside DICOM (decoded through Pillow).
+    Image.MAX_IMAGE_PIXELS = max_pixels
     kind = sniff.sniff(data)
     bit_depth = 8
     metadata: dict[str, Any] = {}

@@ -262,3 +262,18 @@ def test_dicom_metadata_text_is_sanitised():
     canonical = validate_upload(builders.dicom_bytes(ds), "x.dcm")
     assert "<" not in canonical.dicom_metadata["BodyPartExamined"]
     assert ">" not in canonical.dicom_metadata["BodyPartExamined"]
+
+
+def test_jpeg_inside_dicom_larger_than_its_header_is_refused(settings):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    settings.UPLOAD_MAX_PIXELS = 1000
+    ds = builders.dicom_dataset(np.zeros((8, 8), np.uint8))  # the header says 8x8...
+    jpeg = builders.encode(Image.fromarray(builders.gradient()), "JPEG")  # ...the data is 64x48
+    ds.PixelData = encapsulate([jpeg])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    with pytest.raises(InvalidUploadError) as info:
+        validate_upload(builders.dicom_bytes(ds), "x.dcm")
+    assert info.value.code == "invalid_dicom"
