@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from django.conf import settings
+from PIL import Image
 from pydicom import config as pydicom_config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -409,19 +410,28 @@ def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
             out = window_to_u8(_modality(raw, ds), ds)
     except InvalidUploadError:
         raise
-    except (NotImplementedError, RuntimeError, ImportError) as exc:
-        if header["compressed"]:
-            raise _invalid(
-                "This DICOM compression (transfer syntax) is not supported; send uncompressed "
-                "or JPEG baseline DICOM.",
-                code="unsupported_format",
-            ) from exc
-        raise _invalid("The DICOM pixel data cannot be decoded.") from exc
-    except Exception as exc:  # hostile input
-        raise _invalid("The DICOM pixel data cannot be decoded.") from exc
+    except Exception as exc:  # hostile input: classify, never quote (messages may hold values)
+        raise _decode_error(exc, compressed=header["compressed"]) from exc
     if header["photometric"] == "MONOCHROME1":
         out = 255 - out
     return out
+
+
+def _decode_error(exc: Exception, *, compressed: bool) -> InvalidUploadError:
+    """Map a pixel-decoding failure to a stable code (pydicom wraps plugin errors in RuntimeError)."""
+    text = str(exc).lower()
+    if "decompression bomb" in text or isinstance(exc, Image.DecompressionBombError):
+        return InvalidUploadError("The DICOM image has too many pixels.", code="image_too_large")
+    missing_plugin = isinstance(exc, NotImplementedError | ImportError) or (
+        isinstance(exc, RuntimeError) and ("unavailable" in text or "missing dependencies" in text)
+    )
+    if compressed and missing_plugin:
+        return _invalid(
+            "This DICOM compression (transfer syntax) is not supported; send uncompressed, RLE "
+            "or JPEG baseline DICOM.",
+            code="unsupported_format",
+        )
+    return _invalid("The DICOM pixel data cannot be decoded.")
 
 
 def _modality(raw: np.ndarray, ds: Dataset) -> np.ndarray:
