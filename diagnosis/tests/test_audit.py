@@ -156,3 +156,17 @@ def test_admin_case_page_view_is_audited(superuser_client, clinician):
     superuser_client.get(f"/admin/diagnosis/case/{case.pk}/change/")
     event = AuditEvent.objects.get(action="case.view")
     assert (event.object_id, event.extra) == (str(case.uuid), {"via": "admin"})
+
+
+def test_every_model_is_registered_in_the_admin():
+    from django.apps import apps
+    from django.contrib import admin
+    from django.contrib.auth import get_user_model
+
+    missing = [
+        model.__name__
+        for model in apps.get_app_config("diagnosis").get_models()
+        if not admin.site.is_registered(model)
+    ]
+    assert missing == []
+    assert admin.site.is_registered(get_user_model())
