@@ -56,7 +56,9 @@ class CaseIntakeForm(forms.Form):
         ),
     )
     # A fresh key per rendered form: a double submit or a retried upload creates one case.
-    idempotency_key = forms.CharField(required=False, max_length=128, widget=forms.HiddenInput())
+    idempotency_key = forms.CharField(
+        required=False, max_length=128, widget=forms.HiddenInput(attrs={"autocomplete": "off"})
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

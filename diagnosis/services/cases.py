@@ -13,8 +13,10 @@
   same key returns the case created by the first call, unchanged (its files are not validated
   or stored again, whatever they are). This holds under concurrency: the database's unique
   constraint (created_by, idempotency_key) decides, and the loser returns the winner's case.
-  Keys are scoped per user and kept for the case's lifetime. The returned Case carries
-  `was_created`: True when this call created it, False when an earlier case was returned.
+  If the patient reference or body part differ from that case, the call is refused instead
+  (`InvalidUploadError`, code `idempotency_key_reused`, 409). Keys are scoped per user and kept
+  for the case's lifetime. The returned Case carries `was_created`: True when this call created
+  it, False when an earlier case was returned.
 """
 
 from __future__ import annotations
@@ -98,8 +100,7 @@ def case_create(
         existing = _case_for_key(user=user, idempotency_key=idempotency_key)
         if existing is not None:
             logger.info("idempotent replay", extra={"case_uuid": str(existing.uuid)})
-            existing.was_created = False
-            return existing
+            return _replayed(existing, patient_ref=patient_ref, body_part=body_part)
 
     case = Case(
         patient_ref=(patient_ref or "").strip(),
@@ -125,8 +126,7 @@ def case_create(
             existing = _case_for_key(user=user, idempotency_key=idempotency_key)
             if existing is not None:
                 logger.info("idempotent race", extra={"case_uuid": str(existing.uuid)})
-                existing.was_created = False
-                return existing
+                return _replayed(existing, patient_ref=case.patient_ref, body_part=case.body_part)
         raise
     except BaseException:
         _delete_files(written)
@@ -236,6 +236,20 @@ def _clean_idempotency_key(key: str | None) -> str:
 
 def _case_for_key(*, user: AbstractBaseUser, idempotency_key: str) -> Case | None:
     return Case.objects.filter(created_by=user, idempotency_key=idempotency_key).first()
+
+
+def _replayed(existing: Case, *, patient_ref: str, body_part: str) -> Case:
+    """The earlier case for a reused key, unless the key now comes with another patient or body
+    part: that is a different case sent with a stale key, refused rather than silently merged."""
+    if (existing.patient_ref, existing.body_part) != ((patient_ref or "").strip(), body_part):
+        raise InvalidUploadError(
+            "This Idempotency-Key was already used for a different case; send a new key "
+            "(reload the page).",
+            code="idempotency_key_reused",
+            status_code=409,
+        )
+    existing.was_created = False
+    return existing
 
 
 def _delete_files(names_written: list[str]) -> None:

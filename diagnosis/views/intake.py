@@ -29,6 +29,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
@@ -176,7 +177,10 @@ def case_new_view(request: HttpRequest) -> HttpResponse:
 
 
 def _case_new_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "diagnosis/case_new.html", {"form": CaseIntakeForm()})
+    """Never cached: going back to the page must fetch a fresh form (a new idempotency key)."""
+    response = render(request, "diagnosis/case_new.html", {"form": CaseIntakeForm()})
+    add_never_cache_headers(response)
+    return response
 
 
 @login_required

@@ -21,6 +21,12 @@
 
   dropzone.classList.add("enhanced");
 
+  // Restored from the back/forward cache after a submission: fetch a fresh form (a new key),
+  // or the next upload would be answered with the previous case.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { window.location.reload(); }
+  });
+
   function formatSize(bytes) {
     if (bytes >= 1048576) { return (bytes / 1048576).toFixed(1) + " MB"; }
     return Math.max(1, Math.round(bytes / 1024)) + " KB";

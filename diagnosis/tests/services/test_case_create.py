@@ -163,6 +163,15 @@ def test_idempotency_key_returns_the_first_case(clinician, clinician_b, settings
     assert _create(clinician).pk != _create(clinician).pk
 
 
+def test_reused_key_with_another_patient_is_refused(clinician):
+    _create(clinician, idempotency_key="key-2", patient_ref="PSN-A")
+    for change in ({"patient_ref": "PSN-B"}, {"body_part": "leg"}):
+        with pytest.raises(InvalidUploadError) as info:
+            _create(clinician, idempotency_key="key-2", **{"patient_ref": "PSN-A", **change})
+        assert (info.value.code, info.value.status_code) == ("idempotency_key_reused", 409)
+    assert Case.objects.count() == 1
+
+
 @pytest.mark.parametrize("key", ["x" * 129, "has space", "nul\x00", "é"])
 def test_malformed_idempotency_key_is_refused(clinician, key):
     with pytest.raises(InvalidUploadError) as info:

@@ -294,6 +294,17 @@ def test_form_post_redirects_to_the_case_and_is_audited(clinician, clinician_cli
     assert (event.actor_id, event.object_id) == (clinician.pk, str(case.uuid))
 
 
+def test_a_stale_form_key_for_another_patient_is_refused(clinician_client):
+    data = _fields(idempotency_key="form-key-2")
+    data["images"] = [_upload("x.jpg", builders.progressive_jpeg(), "image/jpeg")]
+    assert clinician_client.post(URL, data, **XHR).status_code == 201
+    data.update(patient_ref="PSN-OTHER", images=[_upload("y.jpg", builders.progressive_jpeg())])
+    response = clinician_client.post(URL, data, **XHR)
+    assert response.status_code == 409
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert Case.objects.count() == 1
+
+
 def test_resubmitting_the_same_form_creates_one_case(clinician_client):
     data = _fields(idempotency_key="form-key-1")
     for _ in range(2):
@@ -322,6 +333,7 @@ def test_page_renders_with_the_form(clinician_client):
     assert "js/intake.js" in content
     assert "Never a name" in content
     assert 'name="idempotency_key"' in content
+    assert "no-store" in response["Cache-Control"]  # back navigation fetches a fresh key
     assert f'href="{URL}"' in content  # the nav link
 
 
