@@ -159,3 +159,33 @@ def test_pages_answer_only_get(clinician, client_for):
     assert client.post(LIST_URL).status_code == 405
     assert client.post(reverse("diagnosis:case_detail", args=[case.uuid])).status_code == 405
     assert Case.objects.count() == 1
+
+
+def test_cancel_needs_the_csrf_token(clinician):
+    case = factories.CaseFactory(created_by=clinician)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(clinician)
+    url = reverse("diagnosis:case_cancel", args=[case.uuid])
+    assert client.post(url).status_code == 403
+    case.refresh_from_db()
+    assert case.status == Case.Status.RECEIVED
+    page = client.get(reverse("diagnosis:case_detail", args=[case.uuid]))
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.content).group(1)
+    response = client.post(url, {"csrfmiddlewaretoken": token.decode()})
+    assert response.status_code == 302
+    case.refresh_from_db()
+    assert case.status == Case.Status.CANCELLED
+    assert b"The case was cancelled." in client.get(response["Location"]).content
+    assert AuditEvent.objects.filter(action="case.cancel", object_id=str(case.uuid)).count() == 1
+
+
+def test_cancel_of_a_reviewed_case_is_refused_with_a_message(clinician, client_for):
+    case = factories.CaseFactory(created_by=clinician, status=Case.Status.REVIEWED)
+    client = client_for(clinician)
+    page = client.get(reverse("diagnosis:case_detail", args=[case.uuid]))
+    assert b"case-cancel-form" not in page.content
+    response = client.post(reverse("diagnosis:case_cancel", args=[case.uuid]), follow=True)
+    assert response.status_code == 200
+    assert b"cannot be cancelled" in response.content
+    case.refresh_from_db()
+    assert case.status == Case.Status.REVIEWED
