@@ -80,6 +80,14 @@ class Case(models.Model):
         related_name="claimed_cases",
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
+    # Who made the first and second read (denormalised from Review, so the queue can exclude a
+    # case's earlier readers with a column comparison instead of a join over every review).
+    first_reader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    second_reader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     queued_at = models.DateTimeField(null=True, blank=True)

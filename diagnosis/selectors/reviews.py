@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from diagnosis.exceptions import NotFoundError
@@ -148,14 +148,18 @@ def _queue_base(
     stages = user_stages(user) if stages is None else stages
     if not stages:
         return Case.objects.none()
+    # Nobody reads a case twice: a second reader is never the first, an adjudicator neither. The
+    # readers are columns of the case (see Case.first_reader), so this is a plain comparison.
+    not_first = ~Q(first_reader_id=user.pk)
     stage_filter = Q()
     for stage in stages:
-        stage_filter |= stage_q(stage)
+        condition = stage_q(stage)
+        if stage == STAGE_SECOND:
+            condition &= not_first
+        elif stage == STAGE_ADJUDICATION:
+            condition &= not_first & ~Q(second_reader_id=user.pk)
+        stage_filter |= condition
     qs = Case.objects.filter(stage_filter, status__in=QUEUE_STATUSES)
-    # Nobody reads a case twice: a second reader is never the first, an adjudicator neither.
-    qs = qs.exclude(
-        Exists(Review.objects.filter(image__case_id=OuterRef("pk"), reviewer_id=user.pk))
-    )
     # Cases another reader holds an unexpired claim on are not available.
     qs = qs.filter(
         Q(claimed_by__isnull=True) | Q(claimed_by_id=user.pk) | Q(claim_expires_at__lte=now)
@@ -183,33 +187,44 @@ def review_queue(
 ) -> QuerySet[Case]:
     """Cases awaiting a read this user may do, most urgent first (priority, then waiting time).
 
-    Each row carries `top_probability` and `top_model_version` (the image with the highest
-    fracture probability) so the list needs no further query per row.
+    The ordering matches the partial index `case_review_queue`. Per-row figures (top probability,
+    model version, image count) are added to a page of rows by `review_queue_rows`, so that deep
+    pages do not compute them for the rows they skip.
     """
     filters = filters or QueueFilters()
     now = now or timezone.now()
     stages = user_stages(user)
     if filters.stage:
         stages = [s for s in stages if s == filters.stage]
-    top = Prediction.objects.filter(
-        image__case_id=OuterRef("pk"), status=Prediction.Status.DONE
-    ).order_by("-probability")
     return (
         _queue_base(user=user, filters=filters, now=now, stages=stages)
         .select_related("claimed_by")
-        .annotate(
-            top_probability=Subquery(top.values("probability")[:1]),
-            top_model_version=Subquery(top.values("model_version__version")[:1]),
-            image_count=Subquery(
-                XrayImage.objects.filter(case_id=OuterRef("pk"))
-                .order_by()
-                .values("case_id")
-                .annotate(n=Count("pk"))
-                .values("n")[:1]
-            ),
-        )
         .order_by("-priority", "created_at")
     )
+
+
+def review_queue_rows(cases: Iterable[Case]) -> list[Case]:
+    """Attach `top_probability`, `top_model_version` (the image with the highest fracture
+    probability) and `image_count` to a page of queue cases: two queries whatever its size."""
+    cases = list(cases)
+    ids = [case.pk for case in cases]
+    top: dict[int, tuple[float, str]] = {}
+    for case_id, probability, version in Prediction.objects.filter(
+        image__case_id__in=ids, status=Prediction.Status.DONE, probability__isnull=False
+    ).values_list("image__case_id", "probability", "model_version__version"):
+        if case_id not in top or probability > top[case_id][0]:
+            top[case_id] = (probability, version)
+    counts = dict(
+        XrayImage.objects.filter(case_id__in=ids)
+        .order_by()
+        .values("case_id")
+        .annotate(n=Count("pk"))
+        .values_list("case_id", "n")
+    )
+    for case in cases:
+        case.top_probability, case.top_model_version = top.get(case.pk, (None, ""))
+        case.image_count = counts.get(case.pk, 0)
+    return cases
 
 
 def review_queue_counts(

@@ -391,6 +391,8 @@ def review_submit(
     outcome: dict[str, Any] = {"read_number": stage, "images": len(new_reviews)}
 
     if stage == STAGE_FIRST:
+        locked.first_reader = user
+        update_fields.append("first_reader")
         reasons = second_read_reasons(
             case_uuid=locked.uuid,
             model_positive=any(i.model_label == Label.FRACTURED for i in images),
@@ -406,6 +408,8 @@ def review_submit(
             _finish(locked, labels=[i.reads[STAGE_FIRST].final_label for i in images], now=now)
             update_fields += ["final_label", "reviewed_at"]
     elif stage == STAGE_SECOND:
+        locked.second_reader = user
+        update_fields.append("second_reader")
         disagree = [
             i.image.pk
             for i in images

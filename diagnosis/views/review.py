@@ -43,6 +43,7 @@ from diagnosis.selectors.reviews import (
     review_claims_held,
     review_queue,
     review_queue_counts,
+    review_queue_rows,
     review_statistics,
     user_can_use_queue,
 )
@@ -161,7 +162,10 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         page=page.number,
         **filters.as_params(),
     )
-    rows = [{**_queue_row(case, request.user.pk), "case": case} for case in page.object_list]
+    rows = [
+        {**_queue_row(case, request.user.pk), "case": case}
+        for case in review_queue_rows(page.object_list)
+    ]
     return render(
         request,
         "review/queue.html",
@@ -198,7 +202,9 @@ def queue_data_view(request: HttpRequest) -> JsonResponse:
             "counts": counts,
             "page": page.number,
             "num_pages": page.paginator.num_pages,
-            "results": [_queue_row(case, request.user.pk) for case in page.object_list],
+            "results": [
+                _queue_row(case, request.user.pk) for case in review_queue_rows(page.object_list)
+            ],
         }
     )
 

@@ -446,6 +446,8 @@ class TestSecondReadAndAdjudication:
         done = read_case(case, radiologist_b, CONFIRM)
         assert done.status == Case.Status.REVIEWED
         assert done.final_label == Label.FRACTURED
+        done.refresh_from_db()
+        assert (done.first_reader, done.second_reader) == (radiologist, radiologist_b)
         assert not done.needs_adjudication
         assert set(Review.objects.values_list("read_number", flat=True)) == {1, 2}
 

@@ -242,6 +242,23 @@ class TestClaimAndScreen:
         assert len(response.context["items"]) == 5
 
 
+def test_reviewed_case_shows_all_reads_read_only(radiologist, radiologist_b, client_for):
+    case = predicted_case(probabilities=[0.9])
+    read(case, radiologist, "confirm", comment="first comment")
+    read(case, radiologist_b, "confirm", comment="second comment")
+    response = client_for(factories.RadiologistFactory(username="rad_c")).get(
+        url("review:case", case)
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert response.context["stage"] is None
+    assert "first comment" in body
+    assert "second comment" in body
+    assert 'id="review-form"' in body
+    assert 'name="decision_' not in body  # nothing to decide any more
+    assert "Claim" not in body.split('id="review-form"')[1].split("</form>")[0]
+
+
 class TestBlindSecondReadAndAdjudication:
     def test_second_reader_does_not_see_the_first_read(
         self, radiologist, radiologist_b, client_for
