@@ -28,6 +28,59 @@ def image_fingerprint(data: bytes, *, dihedral: bool = False) -> ImageFingerprin
         raise UnreadableImageError(f"The image could not be decoded: {exc}") from exc
 
 
+def file_fingerprints(
+    paths: Sequence[Path], *, cache_dir: Path | None = None
+) -> list[ImageFingerprint | None]:
+    """Identity fingerprints of image files (None where unreadable), in order.
+
+    With `cache_dir`, the whole list is cached in one .npz keyed by every file's path, size and
+    modification time, so a base dataset folder is decoded once, not at every snapshot.
+    """
+    import hashlib
+
+    import numpy as np
+
+    from ml import preprocess, snapshot
+
+    cache_file = None
+    if cache_dir is not None:
+        digest = hashlib.sha256()
+        for path in paths:
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        cache_file = cache_dir / f"fingerprints-{digest.hexdigest()[:24]}.npz"
+        if cache_file.is_file():
+            with np.load(cache_file) as cached:
+                return [
+                    snapshot.ImageFingerprint(
+                        hashes=cached["hashes"][i : i + 1],
+                        thumbs=cached["thumbs"][i : i + 1].astype(np.float32),
+                    )
+                    if cached["ok"][i]
+                    else None
+                    for i in range(len(paths))
+                ]
+    prints: list[ImageFingerprint | None] = []
+    for path in paths:
+        try:
+            prints.append(snapshot.fingerprint(preprocess.read_image(path)))
+        except (preprocess.InvalidImageError, OSError):
+            prints.append(None)
+    if cache_file is not None and prints:
+        size = snapshot.THUMB_SIZE
+        blank = np.zeros((size, size), np.float16)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            ok=np.array([p is not None for p in prints]),
+            hashes=np.array([p.hashes[0] if p else 0 for p in prints], dtype=np.uint64),
+            thumbs=np.stack([p.thumbs[0].astype(np.float16) if p else blank for p in prints]),
+        )
+        tmp.replace(cache_file)
+    return prints
+
+
 def near_duplicate_pairs(
     queries: Sequence[ImageFingerprint],
     references: Sequence[ImageFingerprint],

@@ -344,7 +344,19 @@ def _near_duplicate_links(items: list[_Item], base_path: Path | None) -> list[tu
         except (UnreadableImageError, OSError):
             logger.warning("snapshot image unreadable", extra={"snapshot_item": item.key})
     ref_prints, kept_refs = [], []
+    on_disk = [i for i in references if i.source == "base" and base_path is not None]
+    on_disk_keys = {i.key for i in on_disk}
+    cached = training_bridge.file_fingerprints(
+        [Path(base_path or "") / i.path for i in on_disk],
+        cache_dir=settings.TRAINING_WORK_DIR / "fingerprints",
+    )
+    for item, fingerprint in zip(on_disk, cached, strict=True):
+        if fingerprint is not None:
+            ref_prints.append(fingerprint)
+            kept_refs.append(item)
     for item in references:
+        if item.key in on_disk_keys:
+            continue
         try:
             ref_prints.append(training_bridge.image_fingerprint(item.read(base_path)))
             kept_refs.append(item)

@@ -26,6 +26,13 @@ F, N = Label.FRACTURED, Label.NOT_FRACTURED
 DELAY = "diagnosis.services.training.training_run_task.delay"
 
 
+@pytest.fixture(autouse=True)
+def _training_dirs(settings, tmp_path):
+    """Model artifacts, work folders and fingerprint caches under the test's tmp dir."""
+    settings.MODEL_STORE_DIR = tmp_path / "models"
+    settings.TRAINING_WORK_DIR = tmp_path / "training"
+
+
 # --- pages ----------------------------------------------------------------------------------------
 
 
@@ -148,8 +155,6 @@ def tiny_active_model(tmp_path, settings):
     from diagnosis.services.predictions import model_version_register
     from ml.testing import make_tiny_artifact
 
-    settings.MODEL_STORE_DIR = tmp_path / "models"
-    settings.TRAINING_WORK_DIR = tmp_path / "work"
     artifact = make_tiny_artifact(
         tmp_path / "models" / "tiny-active", size=48, version="tiny-active"
     )

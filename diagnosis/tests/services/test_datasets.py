@@ -25,6 +25,13 @@ F, N = Label.FRACTURED, Label.NOT_FRACTURED
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _training_dirs(settings, tmp_path):
+    """Model artifacts, work folders and fingerprint caches under the test's tmp dir."""
+    settings.MODEL_STORE_DIR = tmp_path / "models"
+    settings.TRAINING_WORK_DIR = tmp_path / "training"
+
+
 def _by_key(snapshot):
     return {row["key"]: row for row in snapshot_read_manifest(snapshot=snapshot)["items"]}
 
@@ -123,6 +130,11 @@ def test_later_snapshot_keeps_the_frozen_test_split_and_new_images_stay_out_of_i
 
     third = snapshot_create()
     assert third.frozen_test_of == first  # always the root, never a chain
+    # the base folder was fingerprinted once and then read from the cache
+    assert len(list((tmp_path / "training" / "fingerprints").glob("*.npz"))) == 1
+    assert {k: r["split"] for k, r in _by_key(third).items()} == {
+        k: r["split"] for k, r in rows.items()
+    }
 
 
 def make_array_from_base(base, rel_path):

@@ -24,6 +24,13 @@ ACTIVE, CANDIDATE, RETIRED = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _training_dirs(settings, tmp_path):
+    """Model artifacts, work folders and fingerprint caches under the test's tmp dir."""
+    settings.MODEL_STORE_DIR = tmp_path / "models"
+    settings.TRAINING_WORK_DIR = tmp_path / "training"
+
+
 def _status(*versions):
     return [ModelVersion.objects.get(pk=v.pk).status for v in versions]
 

@@ -26,6 +26,13 @@ pytestmark = pytest.mark.django_db
 DELAY = "diagnosis.services.training.training_run_task.delay"
 
 
+@pytest.fixture(autouse=True)
+def _training_dirs(settings, tmp_path):
+    """Model artifacts, work folders and fingerprint caches under the test's tmp dir."""
+    settings.MODEL_STORE_DIR = tmp_path / "models"
+    settings.TRAINING_WORK_DIR = tmp_path / "training"
+
+
 def test_start_queues_one_run_after_commit_and_audits(
     admin_user, django_capture_on_commit_callbacks
 ):
