@@ -33,6 +33,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from diagnosis.exceptions import (
@@ -88,12 +89,13 @@ def case_create(
     api_client: ApiClient | None = None,
     idempotency_key: str = "",
     urgent: bool = False,
+    request: HttpRequest | None = None,
 ) -> Case:
     """Create a case with its images (see the module docstring for the full contract).
 
     Raises `InvalidUploadError` (bad files, file count or key) or Django's `ValidationError`
     (case fields). Call it outside a transaction: it commits its own, and only then requests
-    predictions.
+    predictions. `request`, if given, only supplies the client address for the audit row.
     """
     idempotency_key = _clean_idempotency_key(idempotency_key)
     if idempotency_key:
@@ -119,7 +121,7 @@ def case_create(
 
     written: list[str] = []
     try:
-        case = _case_store(case=case, canonical=canonical, written=written)
+        case = _case_store(case=case, canonical=canonical, written=written, request=request)
     except IntegrityError:
         _delete_files(written)
         if idempotency_key:
@@ -140,7 +142,13 @@ def case_create(
 
 
 @transaction.atomic
-def _case_store(*, case: Case, canonical: list[CanonicalImage], written: list[str]) -> Case:
+def _case_store(
+    *,
+    case: Case,
+    canonical: list[CanonicalImage],
+    written: list[str],
+    request: HttpRequest | None = None,
+) -> Case:
     """Rows and files in one transaction; `written` collects file names for cleanup."""
     case.save()
     for position, image in enumerate(canonical):
@@ -166,7 +174,13 @@ def _case_store(*, case: Case, canonical: list[CanonicalImage], written: list[st
             written.append(row.original_file.name)
         row.full_clean(exclude=["case"], validate_unique=False, validate_constraints=False)
         row.save()
-    audit_record(action="case.create", actor=case.created_by, obj=case, images=len(canonical))
+    audit_record(
+        action="case.create",
+        actor=case.created_by,
+        request=request,
+        obj=case,
+        images=len(canonical),
+    )
     # robust: a broker outage after commit must not turn the upload into a 500 (the sweeper
     # re-enqueues cases left in `received`/`queued`).
     transaction.on_commit(lambda: case_request_predictions(case=case), robust=True)

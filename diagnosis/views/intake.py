@@ -141,6 +141,7 @@ def case_new_view(request: HttpRequest) -> HttpResponse:
             files=data["images"],
             idempotency_key=data.get("idempotency_key") or "",
             urgent=data.get("urgent", False),
+            request=request,
         )
     except InvalidUploadError as exc:
         audit_record(

@@ -291,7 +291,11 @@ def test_form_post_redirects_to_the_case_and_is_audited(clinician, clinician_cli
     assert case.urgent is True
     assert case.status == Case.Status.RECEIVED
     event = AuditEvent.objects.get(action="case.create", outcome="success")
-    assert (event.actor_id, event.object_id) == (clinician.pk, str(case.uuid))
+    assert (event.actor_id, event.object_id, event.ip) == (
+        clinician.pk,
+        str(case.uuid),
+        "127.0.0.1",
+    )
 
 
 def test_a_stale_form_key_for_another_patient_is_refused(clinician_client):
