@@ -20,10 +20,12 @@ Nothing is lost: if the broker is down at dispatch the case stays `queued` and t
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +37,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
@@ -163,32 +165,40 @@ def case_retry_predictions(*, case: Case, user: AbstractBaseUser) -> Case:
 # --- Running (worker side) ---------------------------------------------------------------------------
 
 
-def _try_lock(prediction_id: int) -> bool:
+def _try_lock_many(candidate_ids: Sequence[int]) -> list[int]:
+    """Advisory-lock every candidate nobody else holds (one statement); returns those held."""
     if connection.vendor != "postgresql":
-        return True  # embedded SQLite: one process, tasks run in-process
+        return list(candidate_ids)  # embedded SQLite: one process, tasks run in-process
+    if not candidate_ids:
+        return []
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, prediction_id])
-        return bool(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT id FROM unnest(%s::int[]) WITH ORDINALITY AS t(id, n) "
+            "WHERE pg_try_advisory_lock(%s, id) ORDER BY n",
+            [list(candidate_ids), _LOCK_NAMESPACE],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _unlock(prediction_ids: Sequence[int]) -> None:
     if connection.vendor != "postgresql" or not prediction_ids:
         return
     with connection.cursor() as cursor:
-        for pk in prediction_ids:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, pk])
+        cursor.execute(
+            "SELECT pg_advisory_unlock(%s, id) FROM unnest(%s::int[]) AS t(id)",
+            [_LOCK_NAMESPACE, list(prediction_ids)],
+        )
 
 
 @contextlib.contextmanager
 def _locked(candidate_ids: Sequence[int], *, limit: int) -> Iterator[list[int]]:
-    """Advisory-lock up to `limit` of the candidates that nobody else holds; unlock on exit."""
+    """Advisory-lock up to `limit` of the candidates (in order) that nobody else holds; unlock on
+    exit. A killed worker's connection drops, and its locks with it."""
     held: list[int] = []
     try:
-        for pk in candidate_ids:
-            if len(held) >= limit:
-                break
-            if _try_lock(pk):
-                held.append(pk)
+        held = _try_lock_many(list(dict.fromkeys(candidate_ids)))
+        _unlock(held[limit:])
+        held = held[:limit]
         yield held
     finally:
         with contextlib.suppress(Exception):  # a dropped connection has released them already
@@ -222,7 +232,7 @@ def _claim(*, held: Sequence[int], own_ids: set[int]) -> list[_Claimed]:
     killer still leaves a trace), give up past settings.INFERENCE_MAX_ATTEMPTS, mark running."""
     now = timezone.now()
     rows = list(
-        Prediction.objects.select_for_update()
+        Prediction.objects.select_for_update(of=("self",))
         .select_related("image", "model_version")
         .filter(pk__in=held, status__in=_OPEN)
         .order_by("pk")
@@ -327,8 +337,8 @@ def _store_results(
         rows,
         ["status", "probability", "labels", "label", "heatmap", "timings", "error", "finished_at"],
     )
-    for case_id, version_id in dict.fromkeys((p.image.case_id, p.model_version_id) for p in rows):
-        _case_advance(case_id=case_id, model_version_id=version_id)
+    if rows:  # a batch holds one model version
+        _cases_advance(case_ids=[p.image.case_id for p in rows], version=rows[0].model_version)
     return len(rows)
 
 
@@ -349,49 +359,81 @@ def _fail_one(prediction: Prediction, *, reason: str) -> None:
         )
 
 
+_ADVANCEABLE = (
+    Case.Status.RECEIVED,
+    Case.Status.QUEUED,
+    Case.Status.PREDICTING,
+    Case.Status.FAILED,
+)
+
+
 def _case_advance(*, case_id: int, model_version_id: int) -> None:
-    """Move the case on from its predictions on one version: any failed -> `failed` with the
-    reason; all done -> `predicted` (priority computed, `case.predicted` webhook after commit)."""
-    case = Case.objects.select_for_update().get(pk=case_id)
-    if case.status not in (
-        Case.Status.RECEIVED,
-        Case.Status.QUEUED,
-        Case.Status.PREDICTING,
-        Case.Status.FAILED,
-    ):
-        return  # already predicted / in review: a new version's results do not move it back
-    version = ModelVersion.objects.get(pk=model_version_id)
-    image_ids = list(case.images.values_list("pk", flat=True))
-    predictions = list(
-        Prediction.objects.filter(image_id__in=image_ids, model_version_id=model_version_id)
+    _cases_advance(case_ids=[case_id], version=ModelVersion.objects.get(pk=model_version_id))
+
+
+def _cases_advance(*, case_ids: Iterable[int], version: ModelVersion) -> None:
+    """Move cases on from their predictions on `version`: any failed -> `failed` with the reason;
+    all done -> `predicted` (priority computed, `case.predicted` webhook after commit). Cases
+    already predicted or in review keep their status (a new version's results do not move them
+    back). A constant number of queries for the whole batch."""
+    cases = list(
+        Case.objects.select_for_update()
+        .filter(pk__in=set(case_ids), status__in=_ADVANCEABLE)
+        .order_by("pk")  # one lock order for every worker: no deadlocks
+    )
+    if not cases:
+        return
+    ids = [case.pk for case in cases]
+    n_images = dict(
+        XrayImage.objects.filter(case_id__in=ids)
+        .values("case_id")
+        .annotate(n=Count("pk"))
+        .values_list("case_id", "n")
+    )
+    by_case: dict[int, list[Prediction]] = defaultdict(list)
+    for prediction in (
+        Prediction.objects.filter(image__case_id__in=ids, model_version=version)
         .select_related("image")
         .order_by("image__position", "pk")
-    )
-    failed = [p for p in predictions if p.status == Prediction.Status.FAILED]
-    if failed:
-        if case.status != Case.Status.FAILED:
-            first = failed[0]
-            case.status = Case.Status.FAILED
-            case.status_reason = (
-                f"Prediction failed for image {first.image.position + 1}: {first.error}"
-            )[:500]
-            case.save(update_fields=["status", "status_reason", "updated_at"])
-        return
-    done = [p for p in predictions if p.status == Prediction.Status.DONE]
-    if not image_ids or len(done) < len(image_ids):
-        return
+    ):
+        by_case[prediction.image.case_id].append(prediction)
     threshold = float(version.thresholds.get(version.default_operating_point, 0.5))
-    case.status = Case.Status.PREDICTED
-    case.status_reason = ""
-    case.predicted_at = timezone.now()
-    case.priority = case_priority(
-        probabilities=[float(p.probability or 0.0) for p in done],
-        threshold=threshold,
-        urgent=case.urgent,
-    )
-    case.save(update_fields=["status", "status_reason", "predicted_at", "priority", "updated_at"])
-    logger.info("case predicted", extra={"case_id": case.pk, "model_version": version.version})
-    transaction.on_commit(lambda: webhook_notify(case=case, event="case.predicted"))
+    now = timezone.now()
+    failed, predicted = [], []
+    for case in cases:
+        predictions = by_case[case.pk]
+        bad = [p for p in predictions if p.status == Prediction.Status.FAILED]
+        if bad:
+            if case.status != Case.Status.FAILED:
+                case.status = Case.Status.FAILED
+                case.status_reason = (
+                    f"Prediction failed for image {bad[0].image.position + 1}: {bad[0].error}"
+                )[:500]
+                case.updated_at = now
+                failed.append(case)
+            continue
+        done = [p for p in predictions if p.status == Prediction.Status.DONE]
+        if not n_images.get(case.pk) or len(done) < n_images[case.pk]:
+            continue
+        case.status = Case.Status.PREDICTED
+        case.status_reason = ""
+        case.predicted_at = now
+        case.updated_at = now
+        case.priority = case_priority(
+            probabilities=[float(p.probability or 0.0) for p in done],
+            threshold=threshold,
+            urgent=case.urgent,
+        )
+        predicted.append(case)
+    if failed:
+        Case.objects.bulk_update(failed, ["status", "status_reason", "updated_at"])
+    if predicted:
+        Case.objects.bulk_update(
+            predicted, ["status", "status_reason", "predicted_at", "priority", "updated_at"]
+        )
+    for case in predicted:
+        logger.info("case predicted", extra={"case_id": case.pk, "model_version": version.version})
+        transaction.on_commit(functools.partial(webhook_notify, case=case, event="case.predicted"))
 
 
 def _release(claimed: Sequence[_Claimed], *, only_drained: bool) -> None:

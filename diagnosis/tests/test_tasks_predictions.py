@@ -135,3 +135,38 @@ def test_transient_errors_retry_then_stop_at_the_attempt_cap(
     assert prediction.status == Prediction.Status.FAILED
     case.refresh_from_db()
     assert case.status == Case.Status.FAILED
+
+
+def test_embedded_mode_runs_the_same_pipeline_in_process(
+    active_version,  # noqa: F811
+    django_capture_on_commit_callbacks,
+    sample_jpeg_bytes,
+):
+    """No broker (`make run`): CELERY_TASK_ALWAYS_EAGER makes the dispatch after the upload's
+    commit run the batch task in-process, through the same service code."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from diagnosis.services.cases import case_create
+    from diagnosis.tests import factories
+
+    user = factories.ClinicianFactory()
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        with (
+            mock.patch("diagnosis.services.predictions.webhook_notify") as notify,
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            case = case_create(
+                user=user,
+                patient_ref="EMBEDDED-1",
+                body_part="hand",
+                clinical_question="",
+                files=[SimpleUploadedFile("x.jpg", sample_jpeg_bytes, "image/jpeg")],
+            )
+    finally:
+        app.conf.task_always_eager = previous
+    case.refresh_from_db()
+    assert case.status == Case.Status.PREDICTED
+    assert Prediction.objects.get(image__case=case).status == Prediction.Status.DONE
+    notify.assert_called_once()

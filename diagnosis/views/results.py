@@ -16,6 +16,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from diagnosis.exceptions import DomainError, NotFoundError
+from diagnosis.models import Case
 from diagnosis.selectors.cases import case_get
 from diagnosis.selectors.predictions import case_results, prediction_get_for_image
 from diagnosis.services.audit import audit_record
@@ -58,7 +59,8 @@ def case_status_view(request: HttpRequest, case_uuid: str) -> JsonResponse:
                 }
                 for item in results.items
             ],
-            "poll_ms": POLL_MS,
+            # A case waiting for a model to be activated changes rarely: poll it slowly.
+            "poll_ms": POLL_MS if case.status != Case.Status.RECEIVED else 10 * POLL_MS,
         }
     )
     response["Cache-Control"] = "no-store"
