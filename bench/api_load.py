@@ -12,7 +12,10 @@ tokens and cases (images, finished predictions, reads), starts gunicorn with pro
 and prints latency percentiles per endpoint as a markdown table. Throttle rates are raised for the
 run (the throttle's Redis round trip is still paid on every request): the point is latency.
 
-    .venv/bin/python bench/api_load.py --clients 20 --duration 60
+The load comes from `wrk` (Debian package `wrk`; C, so the client costs little CPU on a small
+machine) with one run per endpoint, or from Python threads (`--driver python`, one mixed run).
+
+    .venv/bin/python bench/api_load.py --clients 20 --duration 30
 """
 
 from __future__ import annotations
@@ -33,6 +36,40 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+
+WRK_SCRIPT = """
+local tokens = {%(tokens)s}
+local ids = {%(ids)s}
+local mode = "%(mode)s"
+local counter = 0
+math.randomseed(%(seed)d)
+request = function()
+  counter = counter + 1
+  local i = (counter %% #tokens) + 1
+  local path
+  if mode == "list" then
+    path = "/api/v1/cases/?page_size=25"
+  elseif mode == "filtered" then
+    path = "/api/v1/cases/?status=predicted&page=2&page_size=10"
+  else
+    local mine = ids[i]
+    path = "/api/v1/cases/" .. mine[math.random(#mine)] .. "/"
+  end
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. tokens[i]})
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%.1f %%.1f %%.1f %%.1f %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000, e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+LABELS = {
+    "list": "GET /api/v1/cases/?page_size=25",
+    "filtered": "GET /api/v1/cases/?status=predicted&page=2&page_size=10",
+    "detail": "GET /api/v1/cases/{id}/",
+}
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -178,10 +215,94 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def _run_wrk(args, base, tokens, ids_by_token) -> list[tuple]:
+    import tempfile
+
+    rows = []
+    lua_tokens = ", ".join(f'"{t}"' for t in tokens)
+    lua_ids = ", ".join("{" + ", ".join(f'"{i}"' for i in ids_by_token[t]) + "}" for t in tokens)
+    for mode in ("list", "filtered", "detail"):
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+            fh.write(WRK_SCRIPT % {"tokens": lua_tokens, "ids": lua_ids, "mode": mode, "seed": 1})
+        for duration, keep in ((args.warmup, False), (args.duration, True)):
+            out = subprocess.run(
+                [
+                    "wrk",
+                    f"-t{args.wrk_threads}",
+                    f"-c{args.clients}",
+                    f"-d{duration:.0f}s",
+                    "--timeout",
+                    "10s",
+                    "-s",
+                    fh.name,
+                    f"{base}/",
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            if keep:
+                line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+                n, micros, p50, p95, p99, worst, status_err, sock_err = line.split()[1:]
+                rows.append(
+                    (
+                        LABELS[mode],
+                        int(n),
+                        int(n) / (int(micros) / 1e6),
+                        float(p50),
+                        float(p95),
+                        float(p99),
+                        float(worst),
+                        int(status_err) + int(sock_err),
+                    )
+                )
+        os.unlink(fh.name)
+    return rows
+
+
+def _run_python(args, base, tokens, ids_by_token) -> list[tuple]:
+    now = time.monotonic()
+    warm_until, stop_at = now + args.warmup, now + args.warmup + args.duration
+    out: mp.Queue = mp.Queue()
+    groups = [tokens[i :: args.processes] for i in range(args.processes)]
+    procs = [
+        mp.Process(target=_process, args=(base, g, ids_by_token, stop_at, warm_until, out))
+        for g in groups
+        if g
+    ]
+    for p in procs:
+        p.start()
+    samples = [s for _ in range(args.clients) for s in out.get()]
+    for p in procs:
+        p.join()
+    rows = []
+    for kind in ("list", "filtered", "detail", "all"):
+        values = [ms for k, ms, _ in samples if kind in ("all", k)]
+        errors = sum(1 for k, _, code in samples if kind in ("all", k) and code != 200)
+        rows.append(
+            (
+                LABELS.get(kind, "all (mixed)"),
+                len(values),
+                len(values) / args.duration,
+                statistics.median(values),
+                _pct(values, 0.95),
+                _pct(values, 0.99),
+                max(values),
+                errors,
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--processes", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--skip-setup", action="store_true", help="reuse the database seeded by an earlier run"
+    )
+    parser.add_argument("--driver", choices=["wrk", "python"], default="wrk")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=4, help="python driver: processes")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--cases-per-client", type=int, default=60)
@@ -193,20 +314,24 @@ def main() -> None:
     args = parser.parse_args()
     env = _env(args)
 
-    _recreate_database(args.database_url)
-    subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
-    seeded = subprocess.run(
-        [PYTHON, "-c", SEED, str(args.clients), str(args.cases_per_client)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    tokens = [line for line in seeded.stdout.split() if line.startswith("fp_")]
-    assert len(tokens) == args.clients, seeded.stderr
+    tokens_file = ROOT / "var" / "bench-api-tokens.txt"
+    if not args.skip_setup:
+        _recreate_database(args.database_url)
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+        )
+        seeded = subprocess.run(
+            [PYTHON, "-c", SEED, str(args.clients), str(args.cases_per_client)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        tokens_file.parent.mkdir(exist_ok=True)
+        tokens_file.write_text(seeded.stdout)
+    tokens = [line for line in tokens_file.read_text().split() if line.startswith("fp_")]
+    assert len(tokens) >= args.clients, "seed more clients (run without --skip-setup)"
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -243,43 +368,24 @@ def main() -> None:
             r.raise_for_status()
             ids_by_token[token] = [row["id"] for row in r.json()["results"]]
 
-        now = time.monotonic()
-        warm_until, stop_at = now + args.warmup, now + args.warmup + args.duration
-        out: mp.Queue = mp.Queue()
-        groups = [tokens[i :: args.processes] for i in range(args.processes)]
-        procs = [
-            mp.Process(target=_process, args=(base, g, ids_by_token, stop_at, warm_until, out))
-            for g in groups
-            if g
-        ]
-        for p in procs:
-            p.start()
-        samples = [s for _ in range(args.clients) for s in out.get()]
-        for p in procs:
-            p.join()
+        if args.driver == "wrk":
+            rows = _run_wrk(args, base, tokens, ids_by_token)
+        else:
+            rows = _run_python(args, base, tokens, ids_by_token)
     finally:
         gunicorn.send_signal(signal.SIGTERM)
         gunicorn.wait(timeout=30)
 
-    errors = sum(1 for _, _, code in samples if code != 200)
     print(
-        f"\n{args.clients} clients ({args.processes} processes), {args.duration:.0f} s after "
-        f"{args.warmup:.0f} s warm-up; gunicorn {args.workers} workers x {args.threads} threads; "
-        f"{len(samples)} requests ({len(samples) / args.duration:.0f} req/s), {errors} non-200\n"
+        f"\n{args.clients} concurrent clients ({args.driver}), {args.duration:.0f} s per run after "
+        f"{args.warmup:.0f} s warm-up; gunicorn {args.workers} workers x {args.threads} threads\n"
     )
-    print("| endpoint | requests | p50 | p95 | p99 | max |")
-    print("|---|---|---|---|---|---|")
-    labels = {
-        "list": "GET /api/v1/cases/?page_size=25",
-        "filtered": "GET /api/v1/cases/?status=predicted&page=2&page_size=10",
-        "detail": "GET /api/v1/cases/{id}/",
-    }
-    for kind in ("list", "filtered", "detail", "all"):
-        values = [ms for k, ms, _ in samples if kind in ("all", k)]
-        label = labels.get(kind, "all metadata requests")
+    print("| endpoint | requests | req/s | p50 | p95 | p99 | max | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, n, rate, p50, p95, p99, worst, errors in rows:
         print(
-            f"| {label} | {len(values)} | {statistics.median(values):.0f} ms "
-            f"| {_pct(values, 0.95):.0f} ms | {_pct(values, 0.99):.0f} ms | {max(values):.0f} ms |"
+            f"| {label} | {n} | {rate:.0f} | {p50:.0f} ms | {p95:.0f} ms | {p99:.0f} ms "
+            f"| {worst:.0f} ms | {errors} |"
         )
 
 

@@ -22,10 +22,28 @@ from diagnosis.models import (
 from diagnosis.selectors.api import prediction_pick
 from diagnosis.selectors.reviews import case_review_stage
 
+_DATETIME = serializers.DateTimeField()
+
+
+def _iso(value: Any) -> str | None:
+    return _DATETIME.to_representation(value) if value is not None else None
+
 
 def _absolute(context: dict[str, Any], url: str) -> str:
     request = context.get("request")
     return request.build_absolute_uri(url) if request is not None else url
+
+
+_UUID_SLOT = "00000000-0000-0000-0000-000000000000"
+
+
+def case_url(context: dict[str, Any], case_uuid: Any) -> str:
+    """The case's API URL; the reversed template is computed once per serialisation."""
+    template = context.get("_case_url_template")
+    if template is None:
+        template = _absolute(context, reverse("api:case-detail", kwargs={"uuid": _UUID_SLOT}))
+        context["_case_url_template"] = template
+    return template.replace(_UUID_SLOT, str(case_uuid))
 
 
 # --- Cases: input ------------------------------------------------------------------------------------
@@ -73,7 +91,7 @@ class CaseCreatedOutputSerializer(serializers.Serializer):
     )
 
     def get_status_url(self, case: Case) -> str:
-        return _absolute(self.context, reverse("api:case-detail", kwargs={"uuid": case.uuid}))
+        return case_url(self.context, case.uuid)
 
     def get_replayed(self, case: Case) -> bool:
         return bool(self.context.get("replayed", False))
@@ -93,12 +111,26 @@ class CaseListOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
     def get_url(self, case: Case) -> str:
-        return _absolute(self.context, reverse("api:case-detail", kwargs={"uuid": case.uuid}))
+        return case_url(self.context, case.uuid)
 
     def to_representation(self, instance: Case) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        data["final_label"] = data["final_label"] or None
-        return data
+        # Lists render many rows: build them directly (the fields above describe the schema).
+        return {
+            "id": str(instance.uuid),
+            "url": case_url(self.context, instance.uuid),
+            "patient_ref": instance.patient_ref,
+            "body_part": instance.body_part,
+            "status": instance.status,
+            "source": instance.source,
+            "urgent": instance.urgent,
+            "final_label": instance.final_label or None,
+            "image_count": self._image_count(instance),
+            "created_at": _iso(instance.created_at),
+            "updated_at": _iso(instance.updated_at),
+        }
+
+    def _image_count(self, instance: Case) -> int:
+        return instance.image_count
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -196,6 +228,11 @@ class CaseDetailOutputSerializer(CaseListOutputSerializer):
     images = serializers.SerializerMethodField()
     image_count = serializers.SerializerMethodField()
 
+    def to_representation(self, instance: Case) -> dict[str, Any]:
+        data = serializers.Serializer.to_representation(self, instance)
+        data["final_label"] = data["final_label"] or None
+        return data
+
     def _child_context(self, case: Case) -> dict[str, Any]:
         return {**self.context, "case_uuid": case.uuid}
 
@@ -288,7 +325,7 @@ class ReviewQueueItemOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
     def get_url(self, case: Case) -> str:
-        return _absolute(self.context, reverse("api:case-detail", kwargs={"uuid": case.uuid}))
+        return case_url(self.context, case.uuid)
 
     def get_stage(self, case: Case) -> int | None:
         return case_review_stage(case)

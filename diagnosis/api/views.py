@@ -36,6 +36,7 @@ from diagnosis.selectors.reviews import (
     QueueFilters,
     review_case_get,
     review_queue,
+    review_queue_rows,
 )
 from diagnosis.services.audit import audit_record
 from diagnosis.services.cases import case_cancel, case_create
@@ -300,7 +301,7 @@ class ReviewQueueViewSet(ApiViewSet):
         filters = s.ReviewQueueFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         queue = review_queue(user=request.user, filters=QueueFilters(**filters.validated_data))
-        page = self.paginate_queryset(queue)
+        page = review_queue_rows(self.paginate_queryset(queue) or [])
         data = s.ReviewQueueItemOutputSerializer(page, many=True, context={"request": request}).data
         self.audit("review.queue", None, count=len(page or []))
         return self.get_paginated_response(data)

@@ -8,7 +8,8 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import (
@@ -34,7 +35,17 @@ def api_case_list(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> QuerySet[Case]:
-    qs = case_list(user=user, status=status).annotate(image_count=Count("images"))
+    # A subquery, not Count(): the paginator's COUNT(*) then drops it instead of grouping.
+    images = (
+        XrayImage.objects.filter(case_id=OuterRef("pk"))
+        .order_by()
+        .values("case_id")
+        .annotate(n=Count("pk"))
+        .values("n")[:1]
+    )
+    qs = case_list(user=user, status=status).annotate(
+        image_count=Coalesce(Subquery(images, output_field=IntegerField()), 0)
+    )
     if body_part:
         qs = qs.filter(body_part=body_part)
     if created_after is not None:
