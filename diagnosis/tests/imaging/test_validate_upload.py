@@ -277,3 +277,29 @@ def test_jpeg_inside_dicom_larger_than_its_header_is_refused(settings):
     with pytest.raises(InvalidUploadError) as info:
         validate_upload(builders.dicom_bytes(ds), "x.dcm")
     assert info.value.code == "image_too_large"
+
+
+def test_deidentification_reaches_into_kept_sequences():
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = builders.dicom_dataset(np.zeros((8, 8), np.uint8))
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    item.ReferencedSOPInstanceUID = "1.2.3.4.5.6.7.8.9"
+    item.VerifyingObserverName = "Nested^Secret"
+    item.ObservationDateTime = "20240101120000"
+    item.private_block(0x0019, "NESTED PRIV", create=True).add_new(0x01, "LO", "nested-secret")
+    ds.ReferencedImageSequence = Sequence([item])
+    original = validate_upload(builders.dicom_bytes(ds), "x.dcm", keep_original=True).original_bytes
+    for secret in (
+        b"Nested^Secret",
+        b"nested-secret",
+        b"NESTED PRIV",
+        b"20240101120000",
+        b"1.2.3.4.5.6.7.8.9",
+    ):
+        assert secret not in original, secret
+    kept = pydicom.dcmread(io.BytesIO(original)).ReferencedImageSequence[0]
+    assert kept.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.1.1"  # class UIDs stay
+    assert kept.ReferencedSOPInstanceUID != "1.2.3.4.5.6.7.8.9"  # instance UIDs are remapped
