@@ -150,12 +150,23 @@ def train_model(
     should_stop: Callable[[], bool],
 ) -> TrainOutcome:
     """Train (or fine-tune `init_from`) with ml.train on the snapshot folder. The artifact is saved
-    by `ml.registry.save` (temp folder + atomic rename); checkpoints stay under `work_dir`."""
+    by `ml.registry.save` (temp folder + atomic rename); checkpoints stay under `work_dir`.
+
+    A fine-tune starts from the active model's own training configuration (learning rates, batch
+    size, balancing, which blocks are unfrozen); the keys in `config` override it."""
+    from ml import registry
     from ml import train as ml_train
     from ml.config import TrainConfig
 
+    settings_: dict[str, Any] = {}
+    if init_from is not None:
+        inherited = registry.read_card(init_from).training.get("config") or {}
+        settings_.update(
+            {k: v for k, v in inherited.items() if k not in {"version", "max_train_images"}}
+        )
+    settings_.update(config)
     result = ml_train.train(
-        TrainConfig.from_dict(config),
+        TrainConfig.from_dict(settings_),
         data_dir,
         out_dir,
         init_from=init_from,
