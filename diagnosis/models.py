@@ -120,6 +120,19 @@ class Case(models.Model):
                 condition=Q(status__in=["predicted", "in_review"]),
             ),
             models.Index(fields=["status", "queued_at"], name="case_status_queued_at"),
+            # Review queue counts: an index-only scan over the waiting cases (PostgreSQL INCLUDE).
+            models.Index(
+                fields=["status", "needs_second_read", "needs_adjudication", "body_part"],
+                include=[
+                    "id",
+                    "claimed_by",
+                    "claim_expires_at",
+                    "first_reader",
+                    "second_reader",
+                ],
+                name="case_review_queue_counts",
+                condition=Q(status__in=["predicted", "in_review"]),
+            ),
         ]
 
     def __str__(self) -> str:
