@@ -509,3 +509,20 @@ def test_browser_upload_with_drop_errors_removal_and_redirect(live_server, monke
             assert not [text for text in console_errors if "Content Security Policy" in text]
         finally:
             browser.close()
+
+
+def test_phi_is_never_logged_nor_echoed(clinician_client, caplog):
+    caplog.set_level("DEBUG")
+    good = builders.dicom_with_phi()
+    broken = builders.dicom_with_phi()
+    broken = broken[: broken.index(b"\xe0\x7f\x10\x00")] + b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff"
+    truncated_pixels = _upload("Doe_Jane.dcm", broken, "application/dicom")
+    rejected = clinician_client.post(URL, _fields(images=[truncated_pixels]), **XHR)
+    assert rejected.status_code == 400
+    accepted = clinician_client.post(
+        URL, _fields(images=[_upload("scan.dcm", good, "application/dicom")]), **XHR
+    )
+    assert accepted.status_code == 201
+    for secret in ("Doe^Jane", "MRN-0042", "19700101", "Secret Street", "private-secret"):
+        assert secret not in caplog.text
+        assert secret not in rejected.content.decode()
