@@ -1,5 +1,6 @@
 """REST API v1 for telemedicine apps."""
 
+from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from diagnosis.api import training, views
@@ -13,4 +14,8 @@ router.register("training/runs", training.TrainingRunViewSet, basename="training
 router.register("review/queue", views.ReviewQueueViewSet, basename="review-queue")
 router.register("review/cases", views.ReviewCaseViewSet, basename="review-case")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    # Last: anything else under /api/v1/ is a 404 in the API's error format.
+    re_path(r"^.*$", views.api_not_found, name="not-found"),
+]

@@ -11,7 +11,7 @@ import logging
 import uuid as uuid_lib
 from typing import Any
 
-from django.http import FileResponse
+from django.http import FileResponse, HttpRequest, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -350,3 +350,12 @@ class ReviewCaseViewSet(ApiViewSet):
         review_submit(case=self._case(uuid), user=request.user, reads=reads, request=request)
         case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
         return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)
+
+
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown paths under /api/v1/ answer 404 in the API's error format, not an HTML page."""
+    response = JsonResponse(
+        {"code": "not_found", "message": "No such API endpoint.", "extra": {}}, status=404
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

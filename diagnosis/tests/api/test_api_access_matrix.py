@@ -349,7 +349,7 @@ def _api_route_names() -> set[str]:
     names = set()
     api = get_resolver().namespace_dict["api"][1]
     for name in api.reverse_dict:
-        if isinstance(name, str) and not re.match(r"^(api-root)$", name):
+        if isinstance(name, str) and not re.match(r"^(api-root|not-found)$", name):
             names.add(name)
     return names
 

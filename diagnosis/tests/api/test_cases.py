@@ -156,6 +156,18 @@ def test_heatmap_missing_is_404(owner_api, clinician):
     assert response.status_code == 404
 
 
+def test_unknown_api_paths_are_404_in_the_error_format(owner_api, bearer):
+    for path in ("/api/v1/nope/", "/api/v1/cases/not-a-uuid/", "/api/v1/cases/x/images/1/file/"):
+        for client in (owner_api, bearer(None)):
+            response = client.get(path)
+            assert response.status_code == 404
+            assert response.json() == {
+                "code": "not_found",
+                "message": "No such API endpoint.",
+                "extra": {},
+            }
+
+
 def test_invalid_uuid_is_404(owner_api):
     assert owner_api.get(f"{LIST_URL}not-a-uuid/").status_code == 404
     assert owner_api.get(f"{LIST_URL}{'f' * 36}/").status_code == 404
