@@ -329,7 +329,13 @@ def main() -> None:
     uses_index = "case_review_queue" in plans["queue page"]
     print(f"\nqueue page uses the partial index case_review_queue: {uses_index}")
 
+    load_before = os.getloadavg()
     results = measure(args.requests)
+    load_after = os.getloadavg()
+    print(
+        f"\nmachine: {os.cpu_count()} CPUs; 1-minute load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after the timed requests (other work on the machine included)"
+    )
     print("\n| scenario | requests | p50 ms | p95 ms | max ms |")
     print("|---|---:|---:|---:|---:|")
     for r in results:

@@ -205,25 +205,30 @@ def review_queue(
 
 def review_queue_rows(cases: Iterable[Case]) -> list[Case]:
     """Attach `top_probability`, `top_model_version` (the image with the highest fracture
-    probability) and `image_count` to a page of queue cases: two queries whatever its size."""
+    probability) and `image_count` to a page of queue cases: one query whatever its size."""
     cases = list(cases)
-    ids = [case.pk for case in cases]
     top: dict[int, tuple[float, str]] = {}
-    for case_id, probability, version in Prediction.objects.filter(
-        image__case_id__in=ids, status=Prediction.Status.DONE, probability__isnull=False
-    ).values_list("image__case_id", "probability", "model_version__version"):
+    images: dict[int, set[int]] = defaultdict(set)
+    rows = (
+        XrayImage.objects.filter(case_id__in=[case.pk for case in cases])
+        .order_by()
+        .values_list(
+            "case_id",
+            "pk",
+            "predictions__status",
+            "predictions__probability",
+            "predictions__model_version__version",
+        )
+    )
+    for case_id, image_id, status, probability, version in rows:
+        images[case_id].add(image_id)
+        if status != Prediction.Status.DONE or probability is None:
+            continue
         if case_id not in top or probability > top[case_id][0]:
             top[case_id] = (probability, version)
-    counts = dict(
-        XrayImage.objects.filter(case_id__in=ids)
-        .order_by()
-        .values("case_id")
-        .annotate(n=Count("pk"))
-        .values_list("case_id", "n")
-    )
     for case in cases:
         case.top_probability, case.top_model_version = top.get(case.pk, (None, ""))
-        case.image_count = counts.get(case.pk, 0)
+        case.image_count = len(images.get(case.pk, ()))
     return cases
 
 

@@ -129,25 +129,54 @@ def _queue_page(request: HttpRequest) -> tuple[QueueFilters, Any, dict[str, int]
     return filters, page, counts
 
 
-def _queue_row(case: Case, user_pk: int) -> dict[str, Any]:
-    stage = case_review_stage(case)
-    return {
-        "uuid": str(case.uuid),
-        "patient_ref": case.patient_ref,
-        "body_part": case.body_part,
-        "body_part_display": case.get_body_part_display(),
-        "status": case.status,
-        "stage": stage,
-        "stage_name": STAGE_NAMES.get(stage, "") if stage else "",
-        "priority": case.priority,
-        "urgent": case.urgent,
-        "top_probability": case.top_probability,
-        "model_version": case.top_model_version,
-        "images": case.image_count or 0,
-        "created_at": case.created_at.isoformat(),
-        "claimed_by_me": case.claimed_by_id == user_pk,
-        "review_url": reverse("review:case", kwargs={"case_uuid": case.uuid}),
-    }
+_SENTINEL = "00000000-0000-4000-8000-000000000000"
+
+
+def _case_url_maker(name: str) -> Any:
+    """A fast `reverse(name, case_uuid=...)` for list rows: reverse once, substitute the uuid."""
+    template = reverse(name, kwargs={"case_uuid": _SENTINEL})
+    return lambda case_uuid: template.replace(_SENTINEL, str(case_uuid))
+
+
+def _waiting(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"
+
+
+def _queue_rows(cases: list[Case], user_pk: int) -> list[dict[str, Any]]:
+    review_url = _case_url_maker("review:case")
+    claim_url = _case_url_maker("review:claim")
+    now = timezone.now()
+    rows = []
+    for case in review_queue_rows(cases):
+        stage = case_review_stage(case)
+        rows.append(
+            {
+                "uuid": str(case.uuid),
+                "patient_ref": case.patient_ref,
+                "body_part": case.body_part,
+                "body_part_display": case.get_body_part_display(),
+                "status": case.status,
+                "stage": stage,
+                "stage_name": STAGE_NAMES.get(stage, "") if stage else "",
+                "priority": case.priority,
+                "urgent": case.urgent,
+                "top_probability": case.top_probability,
+                "model_version": case.top_model_version,
+                "images": case.image_count or 0,
+                "created_at": case.created_at.isoformat(),
+                "created": timezone.localtime(case.created_at).strftime("%Y-%m-%d %H:%M"),
+                "waiting": _waiting((now - case.created_at).total_seconds()),
+                "claimed_by_me": case.claimed_by_id == user_pk,
+                "review_url": review_url(case.uuid),
+                "claim_url": claim_url(case.uuid),
+            }
+        )
+    return rows
 
 
 @login_required
@@ -162,10 +191,7 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         page=page.number,
         **filters.as_params(),
     )
-    rows = [
-        {**_queue_row(case, request.user.pk), "case": case}
-        for case in review_queue_rows(page.object_list)
-    ]
+    rows = _queue_rows(page.object_list, request.user.pk)
     return render(
         request,
         "review/queue.html",
@@ -202,9 +228,7 @@ def queue_data_view(request: HttpRequest) -> JsonResponse:
             "counts": counts,
             "page": page.number,
             "num_pages": page.paginator.num_pages,
-            "results": [
-                _queue_row(case, request.user.pk) for case in review_queue_rows(page.object_list)
-            ],
+            "results": _queue_rows(page.object_list, request.user.pk),
         }
     )
 
