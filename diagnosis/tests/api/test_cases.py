@@ -172,3 +172,16 @@ def test_invalid_uuid_is_404(owner_api):
     assert owner_api.get(f"{LIST_URL}not-a-uuid/").status_code == 404
     assert owner_api.get(f"{LIST_URL}{'f' * 36}/").status_code == 404
     assert owner_api.get(f"{LIST_URL}{'f' * 8}-ffff-ffff-ffff-{'f' * 12}/").status_code == 404
+
+
+def test_list_rows_render_like_drf_fields(owner_api, clinician):
+    from rest_framework import serializers
+
+    case = factories.CaseFactory(created_by=clinician)
+    row = owner_api.get(LIST_URL).json()["results"][0]
+    case.refresh_from_db()
+    field = serializers.DateTimeField()
+    assert row["created_at"] == field.to_representation(case.created_at)
+    assert row["updated_at"] == field.to_representation(case.updated_at)
+    assert row["final_label"] is None
+    assert row["image_count"] == 0
