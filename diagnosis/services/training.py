@@ -445,6 +445,12 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
         n_boot=settings.PROMOTION_BOOTSTRAP_SAMPLES,
     )
     plots = _store_plots(candidate, evaluation.plots)
+    if active is not None and evaluation.active is not None:
+        # the active model's figures on the same frozen test split, for the side-by-side table
+        # (its card's own metrics stay in ModelVersion.card)
+        ModelVersion.objects.filter(pk=active.pk).update(
+            metrics={**evaluation.active, "snapshot": snapshot.version, "split": "test"}
+        )
     candidate_metrics = {**evaluation.candidate, "snapshot": snapshot.version, "split": "test"}
     ModelVersion.objects.filter(pk=candidate.pk).update(
         metrics=candidate_metrics, plots=plots, training_run=run

@@ -217,6 +217,9 @@ def test_reviews_to_snapshot_to_retrain_to_promotion_to_new_predictions(
     assert set(candidate.plots) == {"roc", "calibration"}
     decision = run.decision
     assert decision["active"] == "tiny-active"
+    tiny_active_model.refresh_from_db()  # both evaluated on the same images, shown side by side
+    assert tiny_active_model.metrics["snapshot"] == first.version
+    assert tiny_active_model.metrics["n"] == 20
     assert decision["comparison"]["lower"] <= decision["comparison"]["difference"]
     # the tiny CNN learns the planted bar; the random active model does not
     assert decision["promote"] is True, decision["reasons"]

@@ -23,19 +23,24 @@
   function describe(progress) {
     var parts = [];
     if (progress.epoch !== undefined) {
-      parts.push("epoch " + progress.epoch + (progress.epochs ? " / " + progress.epochs : ""));
+      parts.push("epoch " + progress.epoch + (progress.epochs ? " of " + progress.epochs : ""));
     }
-    Object.keys(progress).forEach(function (key) {
-      var value = progress[key];
-      if (key === "epoch" || key === "epochs" || typeof value === "object") { return; }
-      parts.push(key + " " + (typeof value === "number" ? Number(value).toFixed(4).replace(/\.?0+$/, "") : value));
+    if (progress.phase) { parts.push(progress.phase); }
+    if (progress.step !== undefined && progress.steps) {
+      parts.push("batch " + progress.step + " of " + progress.steps);
+    }
+    ["loss", "val_auroc"].forEach(function (key) {
+      if (typeof progress[key] === "number") { parts.push(key.replace("_", " ") + " " + progress[key].toFixed(4)); }
     });
     return parts.join(", ");
   }
 
   function render(run) {
     var progress = run.progress || {};
-    if (bar && progress.epochs) {
+    if (bar && typeof progress.fraction === "number") {
+      bar.max = 1;
+      bar.value = Math.min(progress.fraction, 1);
+    } else if (bar && progress.epochs) {
       bar.max = progress.epochs;
       bar.value = Math.min(progress.epoch || 0, progress.epochs);
     } else if (bar && !run.in_flight) {
