@@ -493,6 +493,14 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
             result_version=candidate,
             decision=decision,
         )
+        audit_record(
+            action="training.finish",
+            object_type="trainingrun",
+            object_id=str(run.pk),
+            candidate=candidate.version,
+            promoted=bool(decision["promote"]),
+            snapshot=snapshot.version,
+        )
     _append_log(
         run.pk,
         f"{candidate.version} "

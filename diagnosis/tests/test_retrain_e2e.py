@@ -226,6 +226,7 @@ def test_reviews_to_snapshot_to_retrain_to_promotion_to_new_predictions(
     candidate.refresh_from_db()
     assert candidate.status == ModelVersion.Status.ACTIVE
     assert AuditEvent.objects.filter(action="model.activate", extra__reason="auto").count() == 1
+    assert AuditEvent.objects.get(action="training.finish").extra["promoted"] is True
     assert run.progress.get("epoch")
     assert Path(settings.MODEL_STORE_DIR, candidate.version, "model.keras").is_file()
 
