@@ -24,6 +24,10 @@ def test_lite_checkpoint_reads_with_numpy_only():
     var = state["_bn1.running_var"]
     assert var.dtype == np.float32
     assert np.all(var > 0)
+    # statistics of this exact checkpoint (efficientnet-lite0-57934424.pth)
+    assert sum(v.size for k, v in state.items() if "num_batches" not in k) == 4_694_024
+    assert float(np.abs(state["_conv_stem.weight"]).sum()) == pytest.approx(387.12, abs=0.01)
+    assert float(state["_bn0.running_var"].mean()) == pytest.approx(6.7053, abs=1e-3)
 
 
 def test_lite0_pretrained_copies_every_tensor():
