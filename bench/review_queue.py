@@ -3,6 +3,7 @@ queue page and its JSON through the whole Django stack (middleware, session, aud
 and show the query plans.
 
     .venv/bin/python bench/review_queue.py [--cases 100000] [--requests 200] [--db fp_review_bench]
+        [--nice -10]
 
 Environment: PGHOST/PGPORT/PGUSER as for the tests (default 127.0.0.1:5432, user postgres). The
 database is created (and migrated) if missing and reused on later runs; `--reseed` starts over.
@@ -309,6 +310,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--db", default="fp_review_bench")
     parser.add_argument("--reseed", action="store_true")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        help="run the client and its PostgreSQL backend at this nice value (negative needs root): "
+        "approximates a web host that does not share its CPUs with training jobs",
+    )
     args = parser.parse_args()
     _setup_django(args.db)
 
@@ -329,9 +337,22 @@ def main() -> None:
     uses_index = "case_review_queue" in plans["queue page"]
     print(f"\nqueue page uses the partial index case_review_queue: {uses_index}")
 
+    if args.nice is not None:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            backend = cur.fetchone()[0]
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+        os.setpriority(os.PRIO_PROCESS, backend, args.nice)
+        print(f"\nclient and PostgreSQL backend {backend} at nice {args.nice}")
     load_before = os.getloadavg()
     results = measure(args.requests)
     load_after = os.getloadavg()
+    if args.nice is not None:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            assert cur.fetchone()[0] == backend, "the requests used another PostgreSQL backend"
     print(
         f"\nmachine: {os.cpu_count()} CPUs; 1-minute load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after the timed requests (other work on the machine included)"

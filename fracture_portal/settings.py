@@ -292,6 +292,8 @@ KEEP_ORIGINAL_UPLOADS = env.bool("KEEP_ORIGINAL_UPLOADS", default=False)
 # Review workflow: how long a claim on a case lasts, and which first reads get a second reader
 # (model-positive cases, model/reader disagreements, and a deterministic per-case random percentage).
 REVIEW_CLAIM_TTL_SECONDS = env.int("REVIEW_CLAIM_TTL_SECONDS", default=15 * 60)
+# Review queue counts are kept this long per reader and filters (0: computed on every request).
+REVIEW_QUEUE_COUNTS_CACHE_SECONDS = env.int("REVIEW_QUEUE_COUNTS_CACHE_SECONDS", default=5)
 SECOND_READ_MODEL_POSITIVE = env.bool("SECOND_READ_MODEL_POSITIVE", default=True)
 SECOND_READ_ON_DISAGREEMENT = env.bool("SECOND_READ_ON_DISAGREEMENT", default=True)
 SECOND_READ_RANDOM_PERCENT = env.float("SECOND_READ_RANDOM_PERCENT", default=10.0)

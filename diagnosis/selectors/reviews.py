@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
@@ -233,11 +235,30 @@ def review_queue_rows(cases: Iterable[Case]) -> list[Case]:
 
 
 def review_queue_counts(
-    *, user: User, filters: QueueFilters | None = None, now: datetime | None = None
+    *,
+    user: User,
+    filters: QueueFilters | None = None,
+    now: datetime | None = None,
+    cached: bool = True,
 ) -> dict[str, int]:
-    """Counts of the user's queue by stage (one query); `mine` counts the claims the user holds."""
+    """Counts of the user's queue by stage (one query); `mine` counts the claims the user holds.
+
+    With a large backlog this is the queue page's most expensive query (it visits every waiting
+    case), so the result is kept for REVIEW_QUEUE_COUNTS_CACHE_SECONDS (0: never) per user and
+    filters; the user's own claims, releases and reads drop their entries at once. The rows of the
+    queue are never cached.
+    """
+    filters = filters or QueueFilters()
+    ttl = settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS if cached else 0
+    key = ""
+    if ttl > 0:
+        generation = cache.get(_counts_generation_key(user.pk), 0)
+        key = f"review:counts:{user.pk}:{generation}:{sorted(filters.as_params().items())}"
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
     now = now or timezone.now()
-    base = _queue_base(user=user, filters=filters or QueueFilters(), now=now)
+    base = _queue_base(user=user, filters=filters, now=now)
     counts = base.aggregate(
         total=Count("pk"),
         first=Count("pk", filter=stage_q(STAGE_FIRST)),
@@ -245,7 +266,23 @@ def review_queue_counts(
         adjudication=Count("pk", filter=stage_q(STAGE_ADJUDICATION)),
         mine=Count("pk", filter=Q(claimed_by_id=user.pk, claim_expires_at__gt=now)),
     )
-    return {k: int(v or 0) for k, v in counts.items()}
+    result = {k: int(v or 0) for k, v in counts.items()}
+    if key:
+        cache.set(key, result, ttl)
+    return result
+
+
+def _counts_generation_key(user_pk: int | None) -> str:
+    return f"review:counts-generation:{user_pk}"
+
+
+def review_queue_counts_forget(*, user_pk: int) -> None:
+    """Drop the user's cached queue counts (after their own claim, release or read)."""
+    key = _counts_generation_key(user_pk)
+    try:
+        cache.incr(key)
+    except ValueError:
+        cache.set(key, 1, None)
 
 
 def review_claims_held(*, user: User, now: datetime | None = None) -> QuerySet[Case]:

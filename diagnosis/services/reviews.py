@@ -50,6 +50,7 @@ from diagnosis.selectors.reviews import (
     case_review_stage,
     claim_is_active,
     review_queue,
+    review_queue_counts_forget,
     user_stages,
 )
 from diagnosis.services.audit import audit_record
@@ -271,6 +272,7 @@ def review_claim(*, case: Case, user: AbstractBaseUser, request: HttpRequest | N
     locked.claim_expires_at = now + timedelta(seconds=settings.REVIEW_CLAIM_TTL_SECONDS)
     locked.status = Case.Status.IN_REVIEW
     locked.save(update_fields=["claimed_by", "claim_expires_at", "status", "updated_at"])
+    _forget_counts(user.pk)
     audit_record(
         action="review.claim",
         actor=user,
@@ -299,6 +301,7 @@ def review_release(
     if stage == STAGE_FIRST:
         locked.status = Case.Status.PREDICTED
     locked.save(update_fields=["claimed_by", "claim_expires_at", "status", "updated_at"])
+    _forget_counts(user.pk)
     audit_record(
         action="review.release", actor=user, request=request, obj=locked, read_number=stage
     )
@@ -427,6 +430,7 @@ def review_submit(
         update_fields += ["final_label", "reviewed_at"]
 
     locked.save(update_fields=update_fields)
+    _forget_counts(user.pk)
     outcome["case_status"] = locked.status
     audit_record(
         action="review.adjudicate" if stage == STAGE_ADJUDICATION else "review.submit",
@@ -445,6 +449,11 @@ def review_submit(
         case_pk = locked.pk
         transaction.on_commit(lambda: _notify_webhook(case_pk))
     return locked
+
+
+def _forget_counts(user_pk: int) -> None:
+    """The user's cached queue counts go stale with their own action: drop them after commit."""
+    transaction.on_commit(lambda: review_queue_counts_forget(user_pk=user_pk))
 
 
 def _finish(case: Case, *, labels: Sequence[str], now: datetime) -> None:

@@ -26,6 +26,12 @@ from diagnosis.tests.test_access_matrix import (
 QUEUE_USERS = {"anonymous": 302, "owner": 403, "other_clinician": 403}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_queue_counts(settings):
+    """Counts computed on every request here (their cache has its own tests)."""
+    settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS = 0
+
+
 def _case(name: str):
     return lambda w: reverse(name, kwargs={"case_uuid": w.case.uuid})
 

@@ -27,6 +27,12 @@ from diagnosis.tests.review_helpers import predicted_case
 F, N = Label.FRACTURED.value, Label.NOT_FRACTURED.value
 
 
+@pytest.fixture(autouse=True)
+def _fresh_queue_counts(settings):
+    """Counts computed on every request here (their cache has its own tests)."""
+    settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS = 0
+
+
 def queue_uuids(user, **filters) -> list[str]:
     return [str(c.uuid) for c in review_queue(user=user, filters=QueueFilters(**filters))]
 
@@ -244,3 +250,44 @@ def test_review_statistics_per_body_part(radiologist, radiologist_b, admin_user)
     assert rows["all"]["confirmed"]["n"] == 5
     only_leg = review_statistics(body_part="leg")
     assert [row["key"] for row in only_leg["rows"]] == ["all", "leg"]
+
+
+@pytest.mark.django_db
+class TestCountsCache:
+    @pytest.fixture(autouse=True)
+    def _cache_on(self, settings):
+        from django.core.cache import cache
+
+        cache.clear()
+        settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS = 60
+
+    def test_counts_are_cached_per_user_and_filters(
+        self, radiologist, radiologist_b, django_assert_num_queries
+    ):
+        predicted_case(body_part=BodyPart.HAND)
+        assert review_queue_counts(user=radiologist)["total"] == 1
+        predicted_case(body_part=BodyPart.HAND)
+        with django_assert_num_queries(0):
+            assert review_queue_counts(user=radiologist)["total"] == 1  # within the TTL
+        assert review_queue_counts(user=radiologist, cached=False)["total"] == 2
+        assert review_queue_counts(user=radiologist_b)["total"] == 2  # another reader
+        filtered = review_queue_counts(user=radiologist, filters=QueueFilters(body_part="hand"))
+        assert filtered["total"] == 2  # other filters, other entry
+
+    def test_own_claim_drops_the_cached_counts(
+        self, radiologist, django_capture_on_commit_callbacks
+    ):
+        from diagnosis.services.reviews import review_claim
+
+        case = predicted_case()
+        assert review_queue_counts(user=radiologist)["mine"] == 0
+        with django_capture_on_commit_callbacks(execute=True):
+            review_claim(case=case, user=radiologist)
+        assert review_queue_counts(user=radiologist)["mine"] == 1
+
+    def test_zero_seconds_disables_the_cache(self, radiologist, settings):
+        settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS = 0
+        predicted_case()
+        assert review_queue_counts(user=radiologist)["total"] == 1
+        predicted_case()
+        assert review_queue_counts(user=radiologist)["total"] == 2

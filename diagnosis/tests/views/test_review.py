@@ -19,6 +19,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
+def _fresh_queue_counts(settings):
+    """Counts computed on every request here (their cache has its own tests)."""
+    settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
 def _rule(settings):
     settings.SECOND_READ_MODEL_POSITIVE = True
     settings.SECOND_READ_ON_DISAGREEMENT = True
