@@ -3,7 +3,7 @@ queue page and its JSON through the whole Django stack (middleware, session, aud
 and show the query plans.
 
     .venv/bin/python bench/review_queue.py [--cases 100000] [--requests 200] [--db fp_review_bench]
-        [--nice -10]
+        [--nice -10] [--counts-cache SECONDS]
 
 Environment: PGHOST/PGPORT/PGUSER as for the tests (default 127.0.0.1:5432, user postgres). The
 database is created (and migrated) if missing and reused on later runs; `--reseed` starts over.
@@ -311,6 +311,13 @@ def main() -> None:
     parser.add_argument("--db", default="fp_review_bench")
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument(
+        "--counts-cache",
+        type=int,
+        default=None,
+        help="REVIEW_QUEUE_COUNTS_CACHE_SECONDS for this run (default: the setting, 5 s); "
+        "0 computes the counts on every request",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=None,
@@ -346,6 +353,11 @@ def main() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
         os.setpriority(os.PRIO_PROCESS, backend, args.nice)
         print(f"\nclient and PostgreSQL backend {backend} at nice {args.nice}")
+    from django.conf import settings
+
+    if args.counts_cache is not None:
+        settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS = args.counts_cache
+    print(f"queue counts cached for {settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS} s")
     load_before = os.getloadavg()
     results = measure(args.requests)
     load_after = os.getloadavg()

@@ -25,6 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import BodyPart, Case, Label, Prediction, Review, XrayImage
@@ -253,7 +254,9 @@ def review_queue_counts(
     key = ""
     if ttl > 0:
         generation = cache.get(_counts_generation_key(user.pk), 0)
-        key = f"review:counts:{user.pk}:{generation}:{sorted(filters.as_params().items())}"
+        key = (
+            f"review:counts:{user.pk}:{generation}:{urlencode(sorted(filters.as_params().items()))}"
+        )
         hit = cache.get(key)
         if hit is not None:
             return hit

@@ -201,7 +201,7 @@ def queue_view(request: HttpRequest) -> HttpResponse:
             "counts": counts,
             "filters": filters,
             "filter_query": urlencode(filters.as_params()),
-            "held": list(review_claims_held(user=request.user)),
+            "held": list(review_claims_held(user=request.user)[:10]),
             "body_parts": BodyPart.choices,
             "statuses": [(s, Case.Status(s).label) for s in QUEUE_STATUSES],
             "stages": sorted(STAGE_NAMES.items()),
