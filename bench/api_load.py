@@ -65,6 +65,7 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout))
 end
 """
+cpu_notes: list[tuple[str, float, float]] = []
 LABELS = {
     "list": "GET /api/v1/cases/?page_size=25",
     "filtered": "GET /api/v1/cases/?status=predicted&page=2&page_size=10",
@@ -91,6 +92,7 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
             "CELERY_BROKER_URL": args.broker_url,
             "MEDIA_ROOT": str(ROOT / "var" / "bench-media"),
             "THROTTLE_READ": "1000000/min",
+            "DATABASE_CONN_MAX_AGE": "600",
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         }
@@ -165,6 +167,41 @@ for u in range(clients):
 """
 
 
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """pid -> utime + stime in seconds (Linux /proc); vanished processes are left out."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    usage = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        usage[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return usage
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def _server_pids(gunicorn_pid: int, database_url: str) -> tuple[list[int], list[int]]:
+    """(gunicorn master + workers, PostgreSQL backends connected to the bench database)."""
+    import psycopg2
+
+    children = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(gunicorn_pid)], capture_output=True, text=True
+    ).stdout.split()
+    parts = urlsplit(database_url)
+    conn = psycopg2.connect(
+        host=parts.hostname, port=parts.port or 5432, user=parts.username, dbname="postgres"
+    )
+    with conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [parts.path.lstrip("/")])
+        backends = [row[0] for row in cur.fetchall()]
+    conn.close()
+    return [gunicorn_pid, *map(int, children)], backends
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -215,20 +252,22 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def _run_wrk(args, base, tokens, ids_by_token) -> list[tuple]:
+def _run_wrk(args, base, tokens, ids_by_token, gunicorn_pid) -> list[tuple]:
     import tempfile
 
     rows = []
+    cpu_notes.clear()
     lua_tokens = ", ".join(f'"{t}"' for t in tokens)
     lua_ids = ", ".join("{" + ", ".join(f'"{i}"' for i in ids_by_token[t]) + "}" for t in tokens)
     for mode in ("list", "filtered", "detail"):
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
             fh.write(WRK_SCRIPT % {"tokens": lua_tokens, "ids": lua_ids, "mode": mode, "seed": 1})
         for duration, keep in ((args.warmup, False), (args.duration, True)):
+            app_cpu, db_cpu = map(_cpu_seconds, _server_pids(gunicorn_pid, args.database_url))
             out = subprocess.run(
                 [
                     "wrk",
-                    f"-t{args.wrk_threads}",
+                    f"-t{min(args.wrk_threads, args.clients)}",
                     f"-c{args.clients}",
                     f"-d{duration:.0f}s",
                     "--timeout",
@@ -244,6 +283,10 @@ def _run_wrk(args, base, tokens, ids_by_token) -> list[tuple]:
             if keep:
                 line = next(x for x in out.splitlines() if x.startswith("RESULT"))
                 n, micros, p50, p95, p99, worst, status_err, sock_err = line.split()[1:]
+                app_now, db_now = map(_cpu_seconds, _server_pids(gunicorn_pid, args.database_url))
+                app_ms = _cpu_delta(app_cpu, app_now) * 1000 / int(n)
+                db_ms = _cpu_delta(db_cpu, db_now) * 1000 / int(n)
+                cpu_notes.append((LABELS[mode], app_ms, db_ms))
                 rows.append(
                     (
                         LABELS[mode],
@@ -369,7 +412,7 @@ def main() -> None:
             ids_by_token[token] = [row["id"] for row in r.json()["results"]]
 
         if args.driver == "wrk":
-            rows = _run_wrk(args, base, tokens, ids_by_token)
+            rows = _run_wrk(args, base, tokens, ids_by_token, gunicorn.pid)
         else:
             rows = _run_python(args, base, tokens, ids_by_token)
     finally:
@@ -387,6 +430,14 @@ def main() -> None:
             f"| {label} | {n} | {rate:.0f} | {p50:.0f} ms | {p95:.0f} ms | {p99:.0f} ms "
             f"| {worst:.0f} ms | {errors} |"
         )
+    if cpu_notes:
+        print(
+            "\nServer CPU per request (gunicorn processes; PostgreSQL backends of the bench DB):\n"
+        )
+        print("| endpoint | app CPU | PostgreSQL CPU | requests/s per busy core |")
+        print("|---|---|---|---|")
+        for label, app_ms, db_ms in cpu_notes:
+            print(f"| {label} | {app_ms:.1f} ms | {db_ms:.1f} ms | {1000 / (app_ms + db_ms):.0f} |")
 
 
 if __name__ == "__main__":

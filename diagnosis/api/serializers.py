@@ -7,7 +7,6 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from diagnosis.models import (
@@ -136,77 +135,104 @@ class CaseListOutputSerializer(serializers.Serializer):
         return instance.image_count
 
 
+def prediction_data(prediction: Prediction, context: dict[str, Any], case_uuid: Any) -> dict:
+    """PredictionOutputSerializer's fields, rendered directly (a case page renders several)."""
+    version = prediction.model_version
+    threshold = (version.thresholds or {}).get(version.default_operating_point)
+    heatmap_url = None
+    if prediction.status == Prediction.Status.DONE and prediction.heatmap:
+        heatmap_url = _absolute(
+            context,
+            reverse(
+                "api:case-image-heatmap",
+                kwargs={"uuid": case_uuid, "image_id": prediction.image_id},
+            ),
+        )
+    return {
+        "status": prediction.status,
+        "probability": prediction.probability,
+        "label": prediction.label or None,
+        "operating_point": version.default_operating_point,
+        "threshold": float(threshold) if threshold is not None else None,
+        "labels": {str(k): str(v) for k, v in (prediction.labels or {}).items()},
+        "model_version": version.version,
+        "heatmap_url": heatmap_url,
+        "error": prediction.error,
+        "finished_at": _iso(prediction.finished_at),
+    }
+
+
+def read_data(review: Review) -> dict[str, Any]:
+    return {
+        "read_number": review.read_number,
+        "decision": review.decision,
+        "final_label": review.final_label,
+        "reviewer": review.reviewer.username,
+        "created_at": _iso(review.created_at),
+    }
+
+
+def image_data(image: XrayImage, context: dict[str, Any], case_uuid: Any) -> dict[str, Any]:
+    prediction = prediction_pick(image.predictions.all())
+    file_url = reverse("api:case-image-file", kwargs={"uuid": case_uuid, "image_id": image.pk})
+    return {
+        "id": image.pk,
+        "position": image.position,
+        "width": image.width,
+        "height": image.height,
+        "source_format": image.source_format,
+        "file_url": _absolute(context, file_url),
+        "prediction": None
+        if prediction is None
+        else prediction_data(prediction, context, case_uuid),
+        "reads": [read_data(review) for review in image.reviews.all()],
+    }
+
+
 class PredictionOutputSerializer(serializers.Serializer):
+    """Documents `prediction_data`."""
+
     status = serializers.ChoiceField(choices=Prediction.Status.choices)
     probability = serializers.FloatField(
         allow_null=True, help_text="Calibrated probability of a fracture."
     )
-    label = serializers.SerializerMethodField(help_text="Label at the model's operating point.")
-    operating_point = serializers.CharField(source="model_version.default_operating_point")
-    threshold = serializers.SerializerMethodField()
+    label = serializers.ChoiceField(
+        choices=Label.choices, allow_null=True, help_text="Label at the model's operating point."
+    )
+    operating_point = serializers.CharField()
+    threshold = serializers.FloatField(allow_null=True)
     labels = serializers.DictField(
         child=serializers.CharField(), help_text="Label at each operating point."
     )
-    model_version = serializers.CharField(source="model_version.version")
-    heatmap_url = serializers.SerializerMethodField(
-        help_text="Grad-CAM heat-map (RGBA PNG); localisation is approximate."
+    model_version = serializers.CharField()
+    heatmap_url = serializers.URLField(
+        allow_null=True, help_text="Grad-CAM heat-map (RGBA PNG); localisation is approximate."
     )
     error = serializers.CharField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
-    @extend_schema_field(serializers.ChoiceField(choices=Label.choices, allow_null=True))
-    def get_label(self, prediction: Prediction) -> str | None:
-        return prediction.label or None
-
-    def get_threshold(self, prediction: Prediction) -> float | None:
-        version = prediction.model_version
-        value = (version.thresholds or {}).get(version.default_operating_point)
-        return float(value) if value is not None else None
-
-    def get_heatmap_url(self, prediction: Prediction) -> str | None:
-        if prediction.status != Prediction.Status.DONE or not prediction.heatmap:
-            return None
-        url = reverse(
-            "api:case-image-heatmap",
-            kwargs={"uuid": self.context["case_uuid"], "image_id": prediction.image_id},
-        )
-        return _absolute(self.context, url)
-
 
 class ReadOutputSerializer(serializers.Serializer):
+    """Documents `read_data`."""
+
     read_number = serializers.ChoiceField(choices=Review.Read.choices)
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
     final_label = serializers.ChoiceField(choices=Label.choices)
-    reviewer = serializers.CharField(source="reviewer.username")
+    reviewer = serializers.CharField()
     created_at = serializers.DateTimeField()
 
 
 class ImageOutputSerializer(serializers.Serializer):
+    """Documents `image_data`."""
+
     id = serializers.IntegerField()
     position = serializers.IntegerField()
     width = serializers.IntegerField()
     height = serializers.IntegerField()
     source_format = serializers.ChoiceField(choices=XrayImage.SourceFormat.choices)
-    file_url = serializers.SerializerMethodField()
-    prediction = serializers.SerializerMethodField()
-    reads = serializers.SerializerMethodField()
-
-    def get_file_url(self, image: XrayImage) -> str:
-        url = reverse(
-            "api:case-image-file", kwargs={"uuid": self.context["case_uuid"], "image_id": image.pk}
-        )
-        return _absolute(self.context, url)
-
-    @extend_schema_field(PredictionOutputSerializer(allow_null=True))
-    def get_prediction(self, image: XrayImage) -> dict[str, Any] | None:
-        prediction = prediction_pick(image.predictions.all())
-        if prediction is None:
-            return None
-        return PredictionOutputSerializer(prediction, context=self.context).data
-
-    @extend_schema_field(ReadOutputSerializer(many=True))
-    def get_reads(self, image: XrayImage) -> list[dict[str, Any]]:
-        return ReadOutputSerializer(image.reviews.all(), many=True, context=self.context).data
+    file_url = serializers.URLField()
+    prediction = PredictionOutputSerializer(allow_null=True)
+    reads = ReadOutputSerializer(many=True)
 
 
 class CaseReviewOutputSerializer(serializers.Serializer):
@@ -226,32 +252,43 @@ class CaseDetailOutputSerializer(CaseListOutputSerializer):
     queued_at = serializers.DateTimeField(allow_null=True)
     predicted_at = serializers.DateTimeField(allow_null=True)
     reviewed_at = serializers.DateTimeField(allow_null=True)
-    model_version = serializers.SerializerMethodField()
-    review = serializers.SerializerMethodField()
-    images = serializers.SerializerMethodField()
-    image_count = serializers.SerializerMethodField()
+    model_version = serializers.CharField(allow_null=True)
+    review = CaseReviewOutputSerializer()
+    images = ImageOutputSerializer(many=True)
 
     def to_representation(self, instance: Case) -> dict[str, Any]:
-        data = serializers.Serializer.to_representation(self, instance)
-        data["final_label"] = data["final_label"] or None
+        # Built directly, like the list rows (the fields above describe the schema; a test
+        # checks that both agree).
+        images = list(instance.images.all())
+        data = super().to_representation(instance)
+        data.update(
+            {
+                "clinical_question": instance.clinical_question,
+                "status_reason": instance.status_reason,
+                "queued_at": _iso(instance.queued_at),
+                "predicted_at": _iso(instance.predicted_at),
+                "reviewed_at": _iso(instance.reviewed_at),
+                "model_version": self._model_version(images),
+                "review": self._review(instance, images),
+                "images": [image_data(image, self.context, instance.uuid) for image in images],
+            }
+        )
         return data
 
-    def _child_context(self, case: Case) -> dict[str, Any]:
-        return {**self.context, "case_uuid": case.uuid}
+    def _image_count(self, instance: Case) -> int:
+        return len(instance.images.all())
 
-    def get_image_count(self, case: Case) -> int:
-        return len(case.images.all())
-
-    def get_model_version(self, case: Case) -> str | None:
-        for image in case.images.all():
+    @staticmethod
+    def _model_version(images: list[XrayImage]) -> str | None:
+        for image in images:
             prediction = prediction_pick(image.predictions.all())
             if prediction is not None:
                 return prediction.model_version.version
         return None
 
-    @extend_schema_field(CaseReviewOutputSerializer)
-    def get_review(self, case: Case) -> dict[str, Any]:
-        reads = [read for image in case.images.all() for read in image.reviews.all()]
+    @staticmethod
+    def _review(case: Case, images: list[XrayImage]) -> dict[str, Any]:
+        reads = [read for image in images for read in image.reviews.all()]
         last = max(reads, key=lambda r: (r.created_at, r.pk), default=None)
         if case.status == Case.Status.REVIEWED:
             status = "reviewed"
@@ -263,16 +300,10 @@ class CaseDetailOutputSerializer(CaseListOutputSerializer):
             "status": status,
             "final_label": case.final_label or None,
             "reviewed_by": last.reviewer.username if last is not None else None,
-            "reviewed_at": case.reviewed_at,
+            "reviewed_at": _iso(case.reviewed_at),
             "needs_second_read": case.needs_second_read,
             "needs_adjudication": case.needs_adjudication,
         }
-
-    @extend_schema_field(ImageOutputSerializer(many=True))
-    def get_images(self, case: Case) -> list[dict[str, Any]]:
-        return ImageOutputSerializer(
-            case.images.all(), many=True, context=self._child_context(case)
-        ).data
 
 
 # --- Model registry ----------------------------------------------------------------------------------
