@@ -446,10 +446,12 @@ def _release(claimed: Sequence[_Claimed], *, only_drained: bool) -> None:
 
 
 def prediction_run_batch(*, prediction_ids: Sequence[int], drain: bool = True) -> dict[str, int]:
-    """Run the given predictions (and, with `drain`, other pending ones up to the batch size) in
-    one model pass. Idempotent: done rows are skipped, files have fixed names, results are written
-    only over unfinished rows. Raises TransientInferenceError (the task retries) on a transient
-    fault, after giving the claimed rows back."""
+    """Run the given predictions (and, with `drain`, other pending ones of the same version up to
+    settings.INFERENCE_BATCH_SIZE) as one batch: one claim, settings.INFERENCE_MODEL_BATCH images
+    per model pass, one result transaction. Idempotent: done rows are skipped, rows another live
+    worker holds are skipped, files have fixed names, results are written only over unfinished
+    rows. Raises TransientInferenceError (the task retries) on a transient fault, after giving the
+    claimed rows back."""
     own_ids = list(dict.fromkeys(int(pk) for pk in prediction_ids))
     open_own = list(
         Prediction.objects.filter(pk__in=own_ids, status__in=_OPEN)
