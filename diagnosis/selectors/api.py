@@ -43,8 +43,10 @@ def api_case_list(
         .annotate(n=Count("pk"))
         .values("n")[:1]
     )
-    qs = case_list(user=user, status=status).annotate(
-        image_count=Coalesce(Subquery(images, output_field=IntegerField()), 0)
+    qs = (
+        case_list(user=user, status=status)
+        .select_related(None)
+        .annotate(image_count=Coalesce(Subquery(images, output_field=IntegerField()), 0))
     )
     if body_part:
         qs = qs.filter(body_part=body_part)
@@ -55,9 +57,25 @@ def api_case_list(
     return qs
 
 
+# Registry columns the API never renders (the full model card can be large).
+_MODEL_VERSION_BULK = tuple(
+    f"model_version__{name}" for name in ("card", "metrics", "plots", "input_spec", "notes")
+)
+
+
 def _images_with_results() -> Prefetch:
-    predictions = Prediction.objects.select_related("model_version").order_by("-created_at", "-pk")
-    reviews = Review.objects.select_related("reviewer").order_by("read_number")
+    predictions = (
+        Prediction.objects.select_related("model_version")
+        .defer("timings", *_MODEL_VERSION_BULK)
+        .order_by("-created_at", "-pk")
+    )
+    reviews = (
+        Review.objects.select_related("reviewer")
+        .only(
+            "image_id", "read_number", "decision", "final_label", "created_at", "reviewer__username"
+        )
+        .order_by("read_number")
+    )
     return Prefetch(
         "images",
         queryset=XrayImage.objects.order_by("position").prefetch_related(
@@ -72,7 +90,7 @@ def api_case_get(*, user: User, case_uuid: uuid_lib.UUID | str) -> Case:
     try:
         return (
             case_list(user=user)
-            .select_related("api_client")
+            .select_related(None)  # the API renders neither the creator nor the client
             .prefetch_related(_images_with_results())
             .get(uuid=case_uuid)
         )
