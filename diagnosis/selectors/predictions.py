@@ -74,13 +74,21 @@ def case_results(*, case: Case) -> CaseResults:
 
 
 def prediction_get_for_image(
-    *, user: AbstractBaseUser | AnonymousUser, case_uuid: uuid_lib.UUID | str, image_pk: int
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    case_uuid: uuid_lib.UUID | str,
+    image_pk: int,
+    prediction_id: int | None = None,
 ) -> tuple[Case, Prediction]:
-    """The current finished prediction of one image of a case the user may see (else 404)."""
+    """A finished prediction of one image of a case the user may see: `prediction_id` if given
+    (it must belong to that image), else the current one. NotFoundError (404) otherwise."""
     case = case_get(user=user, case_uuid=case_uuid)
     if not case.images.filter(pk=image_pk).exists():
         raise NotFoundError("Image not found.")
-    current = _current(list(Prediction.objects.filter(image_id=image_pk)))
+    predictions = Prediction.objects.filter(image_id=image_pk)
+    if prediction_id is not None:
+        predictions = predictions.filter(pk=prediction_id)
+    current = _current(list(predictions))
     if current is None or current.status != Prediction.Status.DONE or not current.heatmap:
         raise NotFoundError("No heat-map for this image yet.")
     return case, current

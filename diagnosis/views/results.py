@@ -70,13 +70,21 @@ def case_status_view(request: HttpRequest, case_uuid: str) -> JsonResponse:
 @login_required
 @require_GET
 def heatmap_file_view(request: HttpRequest, case_uuid: str, pk: int) -> FileResponse:
-    """The RGBA heat-map PNG (client-side overlay) or, with ?kind=overlay, the captioned overlay."""
+    """The RGBA heat-map PNG (client-side overlay) or, with ?kind=overlay, the captioned overlay,
+    of the image's current prediction, or of the prediction `?p=<id>` (pages put it in the URL so
+    a cached file always matches the result shown next to it)."""
     kind = request.GET.get("kind", "heatmap")
     if kind not in ("heatmap", "overlay"):
         raise Http404("Unknown heat-map kind")
+    requested = request.GET.get("p", "")
+    if requested and not requested.isdigit():
+        raise Http404("Unknown prediction")
     try:
         case, prediction = prediction_get_for_image(
-            user=request.user, case_uuid=case_uuid, image_pk=pk
+            user=request.user,
+            case_uuid=case_uuid,
+            image_pk=pk,
+            prediction_id=int(requested) if requested else None,
         )
     except NotFoundError as exc:
         raise Http404("Heat-map not found") from exc

@@ -117,6 +117,11 @@ def test_heatmap_file_refuses_foreign_unknown_and_unfinished(
         .status_code
         == 404
     )
+    own = Prediction.objects.get(image=image)
+    other_image = predicted.images.get(position=1).predictions.get()
+    assert client_for(clinician).get(f"{url}?p={own.pk}").status_code == 200
+    assert client_for(clinician).get(f"{url}?p={other_image.pk}").status_code == 404
+    assert client_for(clinician).get(f"{url}?p=1e3").status_code == 404
     Prediction.objects.filter(image=image).update(status="running")
     assert client_for(clinician).get(url).status_code == 404
 
