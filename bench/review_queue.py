@@ -297,7 +297,7 @@ def explain() -> dict[str, str]:
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as ctx:
-        review_queue_counts(user=user)
+        review_queue_counts(user=user, cached=False)
     with connection.cursor() as cur:
         cur.execute("EXPLAIN ANALYZE " + ctx.captured_queries[-1]["sql"])
         plans["queue counts"] = "\n".join(row[0] for row in cur.fetchall())
