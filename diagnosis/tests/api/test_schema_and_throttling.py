@@ -55,3 +55,38 @@ def test_throttled_per_token_scope(clinician, issue_token, bearer, monkeypatch):
     assert "Retry-After" in throttled
     # counted per token: another token of the same user still has its budget
     assert bearer(other_raw).get("/api/v1/cases/").status_code == 200
+
+
+def test_throttle_counts_atomically_across_threads(monkeypatch):
+    """Concurrent requests of one token never slip past the limit (the counter is incremented
+    atomically in the shared cache, not read and rewritten)."""
+    import threading
+    from types import SimpleNamespace
+
+    from diagnosis.models import ApiToken
+
+    monkeypatch.setattr(
+        TokenScopeRateThrottle, "THROTTLE_RATES", {"read": "25/hour"}, raising=False
+    )
+    monkeypatch.setattr(TokenScopeRateThrottle, "timer", lambda self: 1_000_000.0)  # one window
+    token = ApiToken(pk=987654321, prefix="deadbeef")
+    request = SimpleNamespace(auth=token, user=None, META={})
+    view = SimpleNamespace(throttle_scope_for_action=lambda: "read")
+    allowed: list[bool] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(10)
+
+    def hammer() -> None:
+        barrier.wait()
+        for _ in range(6):
+            ok = TokenScopeRateThrottle().allow_request(request, view)
+            with lock:
+                allowed.append(ok)
+
+    threads = [threading.Thread(target=hammer) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(allowed) == 60
+    assert sum(allowed) == 25
