@@ -58,7 +58,8 @@ class CappedPageNumberPagination(PageNumberPagination):
 
 
 class PngRenderer(BaseRenderer):
-    """Lets clients ask for a file with `Accept: image/png`; errors still render as JSON."""
+    """Lets clients ask for a file with `Accept: image/png` (files bypass rendering; errors are
+    switched back to JSON by `ApiViewSet.finalize_response`)."""
 
     media_type = "image/png"
     format = "png"
@@ -86,6 +87,16 @@ class ApiViewSet(viewsets.GenericViewSet):
     def throttle_scope_for_action(self) -> str:
         return self.throttle_scopes.get(self.action or "", self.required_scope())
 
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response) and isinstance(
+            getattr(response, "accepted_renderer", None), PngRenderer
+        ):
+            # An error answered to `Accept: image/png` is still the JSON error document.
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
+
     def audit(self, action: str, obj: Any, **extra: Any) -> None:
         token = request_token(self.request)
         if token is not None:
@@ -94,8 +105,13 @@ class ApiViewSet(viewsets.GenericViewSet):
 
 
 def _file_response(field_file: Any, *, filename: str, content_type: str) -> FileResponse:
+    try:
+        handle = field_file.open("rb")
+    except OSError as exc:  # the row exists but storage lost the file
+        logger.error("stored file missing", extra={"storage_name": field_file.name})
+        raise NotFoundError("The file is not available.") from exc
     response = FileResponse(
-        field_file.open("rb"), as_attachment=True, filename=filename, content_type=content_type
+        handle, as_attachment=True, filename=filename, content_type=content_type
     )
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"

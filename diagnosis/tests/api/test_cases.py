@@ -140,6 +140,16 @@ def test_download_with_accept_png(owner_api, case_with_result):
         f"{LIST_URL}{case_with_result.uuid}/images/0/file/", HTTP_ACCEPT="image/png"
     )
     assert missing.status_code == 404
+    assert missing["Content-Type"] == "application/json"
+    assert missing.json()["code"] == "not_found"
+
+
+def test_file_lost_from_storage_is_404_not_500(owner_api, case_with_result):
+    image = case_with_result.images.get()
+    image.file.storage.delete(image.file.name)
+    response = owner_api.get(f"{LIST_URL}{case_with_result.uuid}/images/{image.pk}/file/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
 
 
 def test_image_of_another_case_is_404(owner_api, case_with_result, clinician):
