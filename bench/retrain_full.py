@@ -5,7 +5,8 @@ Registers an active model (the shipped one by default), freezes a snapshot of th
 the `training` worker would (fine-tune of the active model by default), and prints the wall time of
 each phase with the candidate's and the active model's metrics on the same test images.
 
-Usage (a scratch database; it is migrated here):
+Usage (a fresh scratch database; it is migrated here):
+    dropdb -h 127.0.0.1 -U postgres --if-exists fp_retrain_bench
     createdb -h 127.0.0.1 -U postgres fp_retrain_bench
     DJANGO_DEBUG=1 DATABASE_URL=postgres://postgres@127.0.0.1:5432/fp_retrain_bench \\
         .venv/bin/python bench/retrain_full.py --data PATH/TO/fracture-xray --epochs 2

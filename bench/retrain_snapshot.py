@@ -5,7 +5,8 @@ Creates N reviewed cases (generated radiograph-like images) plus K re-uploads of
 then freezes two snapshots (cold: the base folder is fingerprinted; warm: from the cache) and exports
 one as a zip. The re-uploads must all be left out of the snapshot (never in the frozen test split).
 
-Usage (a scratch database; it is migrated and emptied of cases here):
+Usage (a fresh scratch database; it is migrated here):
+    dropdb -h 127.0.0.1 -U postgres --if-exists fp_retrain_bench
     createdb -h 127.0.0.1 -U postgres fp_retrain_bench
     DJANGO_DEBUG=1 DATABASE_URL=postgres://postgres@127.0.0.1:5432/fp_retrain_bench \\
         .venv/bin/python bench/retrain_snapshot.py --data PATH/TO/fracture-xray --reviews 200
