@@ -26,7 +26,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from diagnosis.exceptions import DomainError
-from diagnosis.models import Case, WebhookDelivery
+from diagnosis.models import AuditEvent, Case, WebhookDelivery
+from diagnosis.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
     Raises WebhookRetryableError on a network error or a 5xx unless `final_attempt`; the delivery
     then stays `pending`. A 2xx marks it `delivered`, anything else (or the final failure) `failed`.
     """
-    delivery = WebhookDelivery.objects.select_related("client").get(pk=delivery_id)
+    delivery = WebhookDelivery.objects.select_related("client", "case").get(pk=delivery_id)
     if delivery.status != WebhookDelivery.Status.PENDING:
         return delivery  # a redelivered task: nothing to do
     client = delivery.client
@@ -223,4 +224,19 @@ def _record(
         delivery.delivered_at = timezone.now()
         fields.append("delivered_at")
     delivery.save(update_fields=fields)
+    if status != WebhookDelivery.Status.PENDING:
+        # Case results left (or finally failed to leave) for a client's server: audited once.
+        audit_record(
+            action="webhook.deliver",
+            object_type="case",
+            object_id=str(delivery.case.uuid),
+            outcome=AuditEvent.Outcome.SUCCESS
+            if status == WebhookDelivery.Status.DELIVERED
+            else AuditEvent.Outcome.FAILURE,
+            delivery_id=delivery.pk,
+            api_client_id=delivery.client_id,
+            event=delivery.event,
+            attempts=delivery.attempts,
+            status_code=status_code,
+        )
     return delivery

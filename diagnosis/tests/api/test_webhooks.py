@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 
-from diagnosis.models import WebhookDelivery
+from diagnosis.models import AuditEvent, WebhookDelivery
 from diagnosis.services.tokens import api_client_create
 from diagnosis.services.webhooks import (
     InvalidWebhookUrlError,
@@ -110,6 +110,9 @@ def test_delivery_is_signed_and_retried_after_a_500(clinician):
     assert delivery.attempts == 2
     assert delivery.last_status_code == 200
     assert delivery.delivered_at is not None
+    event = AuditEvent.objects.get(action="webhook.deliver")  # one row, for the final outcome
+    assert (event.object_id, event.outcome) == (str(case.uuid), "success")
+    assert event.extra["attempts"] == 2
     for request in receiver.requests:
         headers, body = request["headers"], request["body"]
         assert headers["X-Fracture-Event"] == "case.predicted"
@@ -144,6 +147,7 @@ def test_4xx_is_final_and_not_retried(clinician):
     assert delivery.status == WebhookDelivery.Status.FAILED
     assert delivery.last_status_code == 410
     assert delivery.attempts == 1
+    assert AuditEvent.objects.get(action="webhook.deliver").outcome == "failure"
 
 
 def test_gives_up_after_max_attempts(clinician, settings):
