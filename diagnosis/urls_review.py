@@ -14,6 +14,7 @@ urlpatterns = [
     path("statistics/", review.statistics_view, name="statistics"),
     path("cases/<uuid:case_uuid>/", review.case_view, name="case"),
     path("cases/<uuid:case_uuid>/claim/", review.claim_view, name="claim"),
+    path("cases/<uuid:case_uuid>/claim/renew/", review.claim_renew_view, name="claim_renew"),
     path("cases/<uuid:case_uuid>/release/", review.release_view, name="release"),
     path("cases/<uuid:case_uuid>/read/", review.submit_view, name="submit"),
     path("notifications/", notifications.notification_list_view, name="notifications"),

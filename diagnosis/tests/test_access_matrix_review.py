@@ -105,6 +105,13 @@ REVIEW_ENDPOINTS: list[Endpoint] = [
         check=_no_read_saved,
     ),
     Endpoint(
+        "review_claim_renew",
+        "post",
+        _case("review:claim_renew"),
+        {**QUEUE_USERS, "radiologist": 409, "admin": 409},
+    ),
+    Endpoint("review_claim_renew", "get", _case("review:claim_renew"), everyone(405)),
+    Endpoint(
         "review_release",
         "post",
         _case("review:release"),

@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -250,6 +251,26 @@ def claim_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
 
 @login_required
 @require_POST
+def claim_renew_view(request: HttpRequest, case_uuid: Any) -> JsonResponse:
+    """Extend the reader's own claim while the review screen is open and in use (called by
+    review.js); a claim that someone else holds meanwhile answers 409."""
+    _require_queue_user(request)
+    case = _get_case(request, case_uuid)
+    if case.claimed_by_id != request.user.pk:
+        error: DomainError = ClaimedByOtherError(
+            "Your claim on this case has lapsed"
+            + (f" and {case.claimed_by.get_username()} is reading it." if case.claimed_by else ".")
+        )
+        return JsonResponse({"code": error.code, "message": error.message}, status=409)
+    try:
+        case = review_claim(case=case, user=request.user, request=request)
+    except (ConflictError, PermissionDeniedError) as exc:
+        return JsonResponse({"code": exc.code, "message": exc.message}, status=exc.status_code)
+    return JsonResponse({"claim_expires_at": case.claim_expires_at.isoformat()})
+
+
+@login_required
+@require_POST
 def claim_next_view(request: HttpRequest) -> HttpResponse:
     _require_queue_user(request)
     filters = QueueFilters.from_params(request.POST)
@@ -315,6 +336,7 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
         "stage": stage,
         "stage_name": STAGE_NAMES.get(stage, "") if stage else "",
         "holds_claim": holds_claim,
+        "claim_ttl": settings.REVIEW_CLAIM_TTL_SECONDS,
         "claim_active": claim_is_active(case),
         "items": items,
         "labels": Label.choices,

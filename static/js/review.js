@@ -198,5 +198,37 @@
     if (handled) e.preventDefault();
   });
 
+  /* Keep the claim while the reader works: renew it every third of its lifetime (at most every
+     five minutes) if there was a key press or pointer action since the last renewal. */
+  var renewUrl = form && form.dataset.renewUrl;
+  if (renewUrl) {
+    var ttl = Number(form.dataset.claimTtl) || 900;
+    var active = false;
+    var lost = document.getElementById("claim-lost");
+    var token = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+    ["keydown", "pointerdown", "wheel"].forEach(function (type) {
+      document.addEventListener(type, function () { active = true; }, { passive: true });
+    });
+    var timer = window.setInterval(function () {
+      if (!active) return;
+      active = false;
+      fetch(renewUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRFToken": token, "Accept": "application/json" },
+      }).then(function (response) {
+        if (response.ok) return;
+        return response.json().then(function (body) {
+          window.clearInterval(timer);
+          lost.textContent = body.message || "Your claim on this case has lapsed.";
+          lost.hidden = false;
+          if (saveNext) saveNext.disabled = true;
+          var save = document.getElementById("save");
+          if (save) save.disabled = true;
+        });
+      }).catch(function () { active = true; }); // offline for a moment: try again next time
+    }, Math.min(ttl / 3, 300) * 1000);
+  }
+
   selectImage(0);
 })();

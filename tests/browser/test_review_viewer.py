@@ -12,7 +12,7 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 from PIL import Image
 
-from diagnosis.models import Case, Review
+from diagnosis.models import AuditEvent, Case, Review
 from diagnosis.services.reviews import review_claim
 from diagnosis.tests import factories
 
@@ -73,7 +73,8 @@ def _pixel(page, x: float = 0.5, y: float = 0.5) -> int:
     )
 
 
-def test_viewer_tools(live_server, two_image_case, browser, screenshots):
+def test_viewer_tools(live_server, two_image_case, browser, screenshots, settings):
+    settings.REVIEW_CLAIM_TTL_SECONDS = 6  # the screen renews an active reader's claim every 2 s
     case = two_image_case
     reader = factories.RadiologistFactory(username="rad_viewer")
     review_claim(case=case, user=reader)
@@ -111,9 +112,7 @@ def test_viewer_tools(live_server, two_image_case, browser, screenshots):
     original = _pixel(page)
     page.locator("#viewer").focus()
     page.keyboard.press("i")
-    page.wait_for_function(
-        "document.getElementById('viewer-status').textContent.includes('inverted')"
-    )
+    page.wait_for_selector("#viewer-status:has-text('inverted')")
     assert _pixel(page) == 255 - original
     page.keyboard.press("i")
     page.wait_for_timeout(100)
@@ -187,4 +186,8 @@ def test_viewer_tools(live_server, two_image_case, browser, screenshots):
     assert reads[1].decision == "correct"
     assert reads[1].final_label == "fractured"
     assert errors == [], errors
+    # While the reader worked, the screen renewed the claim in the background.
+    assert AuditEvent.objects.filter(
+        action="review.claim", object_id=str(case.uuid), extra__renewed=True
+    ).exists()
     context.close()

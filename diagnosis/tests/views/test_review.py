@@ -196,6 +196,24 @@ class TestClaimAndScreen:
         second.refresh_from_db()
         assert second.claimed_by == radiologist
 
+    def test_claim_renewal(self, radiologist, radiologist_b, clinician, client_for):
+        case = predicted_case()
+        client = client_for(radiologist)
+        client.post(url("review:claim", case))
+        Case.objects.filter(pk=case.pk).update(claim_expires_at=timezone.now() + timedelta(1 / 24))
+        response = client.post(url("review:claim_renew", case))
+        assert response.status_code == 200
+        case.refresh_from_db()
+        assert case.claim_expires_at.isoformat() == response.json()["claim_expires_at"]
+        assert AuditEvent.objects.filter(action="review.claim", extra__renewed=True).count() == 1
+        # Lapsed and taken by someone else: the screen is told so.
+        Case.objects.filter(pk=case.pk).update(claim_expires_at=timezone.now() - timedelta(1))
+        review_claim(case=case, user=radiologist_b)
+        response = client.post(url("review:claim_renew", case))
+        assert response.status_code == 409
+        assert "rad_b is reading it" in response.json()["message"]
+        assert client_for(clinician).post(url("review:claim_renew", case)).status_code == 403
+
     def test_claim_next_button(self, radiologist, client_for):
         case = predicted_case(priority=2.0)
         response = client_for(radiologist).post(reverse("review:claim_next"))
