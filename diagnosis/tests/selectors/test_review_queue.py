@@ -15,11 +15,13 @@ from diagnosis.selectors.reviews import (
     QueueFilters,
     case_review_stage,
     cohen_kappa,
+    cohen_kappa_counts,
     review_queue,
     review_queue_counts,
     review_queue_rows,
     review_statistics,
     sensitivity_specificity,
+    sensitivity_specificity_counts,
 )
 from diagnosis.tests import factories
 from diagnosis.tests.review_helpers import predicted_case
@@ -181,6 +183,11 @@ class TestCohenKappa:
         # kappa = 0.06 / 0.46 = 0.130434...
         pairs = [(F, F)] * 45 + [(F, N)] * 15 + [(N, F)] * 25 + [(N, N)] * 15
         assert cohen_kappa(pairs) == pytest.approx(0.06 / 0.46)
+
+    def test_from_a_contingency_table(self):
+        table = {(F, F): 20, (F, N): 5, (N, F): 10, (N, N): 15}
+        assert cohen_kappa_counts(table) == pytest.approx(0.4)
+        assert sensitivity_specificity_counts(table)["sensitivity"] == pytest.approx(20 / 30)
 
     def test_perfect_and_opposite(self):
         assert cohen_kappa([(F, F), (N, N)]) == pytest.approx(1.0)
