@@ -223,3 +223,26 @@ def bootstrap_ci(
         values[i] = metric(y[idx], s[idx])
     lo, hi = np.nanquantile(values, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def fit_platt(y_true: npt.ArrayLike, logits: npt.ArrayLike) -> tuple[float, float]:
+    """Platt scaling: (a, b) minimising the NLL of sigmoid(a * logit + b) (Newton's method).
+
+    Unlike a temperature alone, the offset b also corrects a shifted base rate (e.g. after training
+    with class weights, which calibrates the logits for a balanced prior).
+    """
+    y, z = _check(y_true, logits)
+    a, b = 1.0, 0.0
+    for _ in range(100):
+        p = _sigmoid(a * z + b)
+        w = np.clip(p * (1 - p), 1e-12, None)
+        grad = np.array([np.sum((p - y) * z), np.sum(p - y)])
+        hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]])
+        hess += 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    if a <= 0:  # a useless or inverted score: fall back to the base rate
+        return 1e-3, float(np.log(max(y.mean(), 1e-6) / max(1 - y.mean(), 1e-6)))
+    return float(a), float(b)

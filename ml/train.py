@@ -158,9 +158,14 @@ def _phases(cfg: TrainConfig, finetune_only: bool) -> list[str]:
 
 
 def fit_operating_points(y: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
-    """Temperature and thresholds from VALIDATION labels and logits."""
-    temperature = metrics.fit_temperature(y, logits)
-    prob = 1.0 / (1.0 + np.exp(-logits / temperature))
+    """Calibration and thresholds from VALIDATION labels and logits.
+
+    Platt scaling sigmoid(a z + b) is expressed as a logit offset b / a (to be added to the model's
+    logit bias) and a temperature 1 / a, so serving stays `sigmoid(logit / temperature)`.
+    """
+    a, b = metrics.fit_platt(y, logits)
+    offset, temperature = b / a, 1.0 / a
+    prob = 1.0 / (1.0 + np.exp(-(logits + offset) / temperature))
     thresholds = {
         "balanced": metrics.youden_threshold(y, prob),
         "high_sensitivity": metrics.threshold_for_sensitivity(y, prob, HIGH_SENSITIVITY_TARGET),
@@ -173,7 +178,62 @@ def fit_operating_points(y: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
         "ece": metrics.ece(y, prob),
         "operating_points": {k: metrics.at_threshold(y, prob, t) for k, t in thresholds.items()},
     }
-    return {"temperature": temperature, "thresholds": thresholds, "val": val}
+    return {
+        "temperature": temperature,
+        "logit_offset": offset,
+        "thresholds": thresholds,
+        "val": val,
+    }
+
+
+def shift_logit_bias(model: keras.Model, offset: float) -> None:
+    """Add `offset` to the bias of the final logit layer (folds a calibration offset into the model)."""
+    from ml.model import LOGIT
+
+    layer = model.get_layer(LOGIT)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + np.float32(offset)])
+
+
+def calibrate(
+    model_dir: str | Path, data: str | Path, out_dir: str | Path | None = None
+) -> ModelCard:
+    """Refit calibration and operating points of an artifact on the `val` split and save it again
+    (atomically, to `out_dir` or in place). Test data is not read."""
+    import dataclasses
+
+    from ml import registry
+    from ml.inference import predict_logits
+
+    model, card = registry.load(model_dir)
+    recs = split_records(load_records(data), "val")
+    y = np.array([r.label for r in recs], np.float64)
+    x = load_images(recs, card.spec)[..., np.newaxis].astype(np.float32)
+    logits = predict_logits(model, x).astype(np.float64)
+    fitted = fit_operating_points(y, logits)
+    shift_logit_bias(model, fitted["logit_offset"])
+    training = {
+        **card.training,
+        "calibration": {
+            "method": "platt on val (offset folded into the logit bias, temperature = 1/a)",
+            "logit_offset": fitted["logit_offset"],
+            "temperature": fitted["temperature"],
+        },
+    }
+    new = dataclasses.replace(
+        card,
+        thresholds=fitted["thresholds"],
+        temperature=fitted["temperature"],
+        metrics={**{k: v for k, v in card.metrics.items() if k != "test"}, "val": fitted["val"]},
+        training=training,
+        sha256="",
+        created_at="",
+    )
+    plots_dir = Path(model_dir) / registry.PLOTS_DIR
+    plots = {p.name: p for p in plots_dir.glob("*.png")} if plots_dir.is_dir() else None
+    # save() copies the plots into its temp folder before it replaces the old artifact
+    target = Path(out_dir) if out_dir else Path(model_dir)
+    return registry.save(model, new, target, plots=plots)
 
 
 def train(
@@ -370,6 +430,7 @@ def train(
     model.load_weights(work / "best.weights.h5")
     val_logits = predict_logits(model, x_val, tta=False)
     fitted = fit_operating_points(y_val.astype(np.float64), val_logits.astype(np.float64))
+    shift_logit_bias(model, fitted["logit_offset"])
     plots = {"training_curves.png": _plot_history(history, work / "training_curves.png")}
     version = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     card = ModelCard(
@@ -397,6 +458,11 @@ def train(
             "seconds": round(time.monotonic() - started, 1),
             "keras": keras.__version__,
             "tta_in_card": False,
+            "calibration": {
+                "method": "platt on val (offset folded into the logit bias, temperature = 1/a)",
+                "logit_offset": fitted["logit_offset"],
+                "temperature": fitted["temperature"],
+            },
         },
     )
     card = registry.save(model, card, out_dir, plots=plots)

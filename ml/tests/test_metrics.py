@@ -86,3 +86,16 @@ def test_bootstrap_ci_brackets_the_estimate():
     point = metrics.auroc(y, s)
     assert lo < point < hi
     assert 0.05 < hi - lo < 0.3
+
+
+def test_fit_platt_recovers_scale_and_offset():
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 2, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(0.5 * z - 1.0)))).astype(float)
+    a, b = metrics.fit_platt(y, z)
+    assert a == pytest.approx(0.5, abs=0.05)
+    assert b == pytest.approx(-1.0, abs=0.08)
+    # a temperature alone cannot fix the offset; Platt can
+    platt = 1 / (1 + np.exp(-(a * z + b)))
+    temp = 1 / (1 + np.exp(-z / metrics.fit_temperature(y, z)))
+    assert metrics.ece(y, platt) < metrics.ece(y, temp)
