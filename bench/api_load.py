@@ -360,9 +360,10 @@ def main() -> None:
     tokens_file = ROOT / "var" / "bench-api-tokens.txt"
     if not args.skip_setup:
         _recreate_database(args.database_url)
-        subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
-        )
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+    if not args.skip_setup:
         seeded = subprocess.run(
             [PYTHON, "-c", SEED, str(args.clients), str(args.cases_per_client)],
             cwd=ROOT,
