@@ -61,7 +61,7 @@ def compare(args: argparse.Namespace) -> None:
     ref = np.load(args.npz)
     model = build_model(ImageSpec(size=SIZE, clahe=False), args.arch, pretrained=True)
     x = _images(args.images)
-    features = keras.Model(model.inputs, model.get_layer(LAST_CONV).output)(x).numpy()
+    features = keras.Model(model.input, model.get_layer(LAST_CONV).output)(x).numpy()
     state = load_state_dict(lite_checkpoint_path(args.arch))
     logits = features.mean(axis=(1, 2)) @ state["_fc.weight"].T + state["_fc.bias"]
     same_top1 = float(np.mean(logits.argmax(1) == ref["logits"].argmax(1)))

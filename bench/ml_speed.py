@@ -104,7 +104,7 @@ def main() -> None:
 
     def naive_gradcam(x: np.ndarray) -> np.ndarray:
         grad_model = keras.Model(
-            model.inputs, [model.get_layer(card.gradcam_layer).output, model.output]
+            model.input, [model.get_layer(card.gradcam_layer).output, model.output]
         )
         with tf.GradientTape() as tape:
             fmap, logits = grad_model(x)

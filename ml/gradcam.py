@@ -23,7 +23,7 @@ def _gradcam_fn(model: keras.Model, layer: str) -> Any:
     per_model = _FUNCS.setdefault(model, {})
     fn = per_model.get(layer)
     if fn is None:
-        grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+        grad_model = keras.Model(model.input, [model.get_layer(layer).output, model.output])
 
         @tf.function(reduce_retracing=True)
         def fn(x: Any) -> tuple[Any, Any]:
