@@ -142,3 +142,20 @@ def test_train_api_progress_cancel_resume_and_finetune(tiny_data, trained, tmp_p
     assert tuned.card is not None
     assert tuned.card.training["init_from"] == registry.read_card(trained).version
     assert np.isfinite(tuned.best_val_auroc)
+
+
+def test_calibrate_cli_refits_on_validation(trained, tiny_data, tmp_path, capsys):
+    from ml import calibrate as ml_calibrate
+
+    out = tmp_path / "recal"
+    assert (
+        ml_calibrate.main(["--model", str(trained), "--data", str(tiny_data), "--out", str(out)])
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    card = registry.verify(out)
+    assert card.temperature == pytest.approx(summary["temperature"])
+    assert card.sha256 != registry.read_card(trained).sha256  # the logit bias moved
+    assert "test" not in card.metrics
+    assert card.training["calibration"]["method"].startswith("platt")
+    assert (out / "plots" / "training_curves.png").is_file()
