@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -559,6 +560,18 @@ def prediction_fail(*, prediction_ids: Sequence[int], reason: str) -> int:
 
 
 @transaction.atomic
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (e.g. a sensitivity on a subgroup without positives) become null: JSON has
+    no such numbers, and PostgreSQL's jsonb and SQLite's JSON_VALID refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 def model_version_register(
     *, artifact_dir: Path, version: str = "", activate: bool = False
 ) -> tuple[ModelVersion, bool]:
@@ -577,13 +590,13 @@ def model_version_register(
         "artifact_dir": inference.artifact_dir_for_storage(artifact_dir),
         "sha256": card.sha256,
         "architecture": card.architecture[:64],
-        "input_spec": card.input_spec,
-        "thresholds": card.thresholds,
+        "input_spec": _json_safe(card.input_spec),
+        "thresholds": _json_safe(card.thresholds),
         "default_operating_point": card.default_operating_point,
         "temperature": card.temperature,
         "gradcam_layer": card.gradcam_layer,
-        "metrics": card.metrics,
-        "card": card.card,
+        "metrics": _json_safe(card.metrics),
+        "card": _json_safe(card.card),
     }
     row = ModelVersion.objects.select_for_update().filter(version=name).first()
     created = row is None

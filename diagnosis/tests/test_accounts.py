@@ -396,3 +396,16 @@ def test_only_the_password_service_sets_passwords():
         and re.search(r"\.set_password\(|make_password\(", path.read_text())
     ]
     assert offenders == []
+
+
+def test_demo_setup_registers_the_shipped_model(settings):
+    """What `make run` does on a fresh clone, with the model card as shipped (no TensorFlow)."""
+    from diagnosis.models import ModelVersion
+
+    shipped = settings.BASE_DIR / "ml" / "weights" / "default"
+    settings.FRACTURE_MODEL_DIR = shipped
+    out = io.StringIO()
+    call_command("demo_setup", stdout=out)
+    version = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE)
+    assert f"Model {version.version} registered (active)" in out.getvalue()
+    assert version.thresholds.keys() >= {"balanced", "high_sensitivity"}
