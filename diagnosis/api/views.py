@@ -12,7 +12,6 @@ import uuid as uuid_lib
 from typing import Any
 
 from django.http import FileResponse, HttpRequest, JsonResponse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -178,24 +177,18 @@ class CaseViewSet(ApiViewSet):
             202: s.CaseCreatedOutputSerializer,
             200: OpenApiResponse(
                 s.CaseCreatedOutputSerializer,
-                description="A case with this Idempotency-Key already exists.",
+                description="A case with this Idempotency-Key already exists (it is returned).",
             ),
         },
         summary="Create a case from one or more radiographs (multipart)",
     )
     def create(self, request: Request) -> Response:
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
-        existing = api_selectors.api_case_get_by_idempotency_key(user=request.user, key=key)
-        if existing is not None:
-            self.audit("case.replay", existing)
-            body = s.CaseCreatedOutputSerializer(
-                existing, context={"request": request, "replayed": True}
-            ).data
-            return Response(body, status=status.HTTP_200_OK)
         data = s.CaseCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         token = request_token(request)
-        started = timezone.now()
+        # The service answers a reused key with the first case (was_created False), also when a
+        # concurrent request won the race, and refuses a key reused for another patient (409).
         case = case_create(
             user=request.user,
             patient_ref=data.validated_data["patient_ref"],
@@ -207,9 +200,7 @@ class CaseViewSet(ApiViewSet):
             idempotency_key=key,
             urgent=data.validated_data["urgent"],
         )
-        # A concurrent request with the same key may have won the race: the service then returns
-        # the winner's case, which predates this request.
-        replayed = bool(key) and case.created_at < started
+        replayed = not getattr(case, "was_created", True)
         if replayed:
             self.audit("case.replay", case)  # case_create audits the creation itself
         logger.info("api case created", extra={"case_id": case.pk, "replayed": replayed})

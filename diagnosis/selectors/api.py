@@ -98,15 +98,6 @@ def api_case_get(*, user: User, case_uuid: uuid_lib.UUID | str) -> Case:
         raise NotFoundError("Case not found.") from exc
 
 
-def api_case_get_by_idempotency_key(*, user: User, key: str) -> Case | None:
-    # A malformed key is the service's to refuse (invalid_idempotency_key); never query with it.
-    if not key or len(key) > 128 or not all(33 <= ord(ch) < 127 for ch in key):
-        return None
-    if not user.is_authenticated:
-        return None
-    return Case.objects.filter(created_by=user, idempotency_key=key).first()
-
-
 def api_image_get(*, user: User, case_uuid: uuid_lib.UUID | str, image_id: int) -> XrayImage:
     """An image of a case the user may see; NotFoundError otherwise."""
     try:

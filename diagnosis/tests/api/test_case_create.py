@@ -74,6 +74,18 @@ def test_idempotency_key_returns_the_same_case(writer, sample_jpeg_bytes):
 
 
 @pytest.mark.django_db
+def test_idempotency_key_reused_for_another_patient_is_409(writer, sample_jpeg_bytes):
+    headers = {"HTTP_IDEMPOTENCY_KEY": "order-4712"}
+    first = writer.post(URL, {**FIELDS, "images": [_upload(sample_jpeg_bytes)]}, **headers)
+    other = {**FIELDS, "patient_ref": "PSN-78", "images": [_upload(sample_jpeg_bytes)]}
+    again = writer.post(URL, other, **headers)
+    assert first.status_code == 202
+    assert again.status_code == 409
+    assert again.json()["code"] == "idempotency_key_reused"
+    assert Case.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_idempotency_keys_are_per_user(writer, sample_jpeg_bytes, clinician_b, issue_token, bearer):
     raw_b, _ = issue_token(clinician_b, ["write"])
     headers = {"HTTP_IDEMPOTENCY_KEY": "same-key"}
