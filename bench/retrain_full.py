@@ -53,6 +53,7 @@ def main() -> int:
     django.setup()
     from django.conf import settings
     from django.core.management import call_command
+    from django.db import transaction
 
     from diagnosis.models import TrainingRun
     from diagnosis.services.datasets import snapshot_create
@@ -64,9 +65,10 @@ def main() -> int:
     settings.MODEL_STORE_DIR = args.work / "models"
     settings.TRAINING_WORK_DIR = args.work / "training"
     call_command("migrate", verbosity=0)
-    active, _ = model_version_register(
-        artifact_dir=Path(args.active or settings.FRACTURE_MODEL_DIR), activate=True
-    )
+    with transaction.atomic():
+        active, _ = model_version_register(
+            artifact_dir=Path(args.active or settings.FRACTURE_MODEL_DIR), activate=True
+        )
 
     started = time.perf_counter()
     snapshot = snapshot_create(base_dir=args.data.resolve())

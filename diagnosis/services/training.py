@@ -432,7 +432,10 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
         _finish(run.pk, TrainingRun.Status.CANCELLED)
         audit_record(action="training.cancelled", object_type="trainingrun", object_id=str(run.pk))
         return
-    candidate, _ = model_version_register(artifact_dir=outcome.artifact_dir, version=version_name)
+    with transaction.atomic():
+        candidate, _ = model_version_register(
+            artifact_dir=outcome.artifact_dir, version=version_name
+        )
     _append_log(
         run.pk, f"evaluating {candidate.version} and the active model on the frozen test split"
     )
