@@ -50,16 +50,15 @@ def file_fingerprints(
             digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         cache_file = cache_dir / f"fingerprints-{digest.hexdigest()[:24]}.npz"
         if cache_file.is_file():
-            with np.load(cache_file) as cached:
-                return [
-                    snapshot.ImageFingerprint(
-                        hashes=cached["hashes"][i : i + 1],
-                        thumbs=cached["thumbs"][i : i + 1].astype(np.float32),
-                    )
-                    if cached["ok"][i]
-                    else None
-                    for i in range(len(paths))
-                ]
+            with np.load(cache_file) as cached:  # each key access reads the array: once each
+                ok, hashes = cached["ok"], cached["hashes"]
+                thumbs = cached["thumbs"].astype(np.float32)
+            return [
+                snapshot.ImageFingerprint(hashes=hashes[i : i + 1], thumbs=thumbs[i : i + 1])
+                if ok[i]
+                else None
+                for i in range(len(paths))
+            ]
     prints: list[ImageFingerprint | None] = []
     for path in paths:
         try:
