@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("--n", type=int, default=40, help="single-image runs")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
 
@@ -57,7 +57,7 @@ def main() -> None:
     blobs = [q.read_bytes() for q in paths]
     if not blobs:
         raise SystemExit("no images")
-    total = max(args.n, args.batch * 2)
+    total = -(-max(args.n, args.batch * 4) // args.batch) * args.batch  # whole batches only
     work = [blobs[i % len(blobs)] for i in range(total)]
 
     def prep(blob: bytes) -> np.ndarray:

@@ -25,7 +25,9 @@ def _gradcam_fn(model: keras.Model, layer: str) -> Any:
     if fn is None:
         grad_model = keras.Model(model.input, [model.get_layer(layer).output, model.output])
 
-        @tf.function(reduce_retracing=True)
+        spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)
+
+        @tf.function(input_signature=[spec])  # one trace for every batch size
         def fn(x: Any) -> tuple[Any, Any]:
             with tf.GradientTape() as tape:
                 fmap, logits = grad_model(x, training=False)

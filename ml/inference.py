@@ -21,8 +21,10 @@ def _forward_fn(model: keras.Model) -> Any:
 
     fn = _FORWARD.get(model)
     if fn is None:
+        # One trace for every batch size: a new batch size must not cost a retrace while serving.
+        spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(input_signature=[spec])
         def fn(x: Any) -> Any:
             return tf.reshape(model(x, training=False), [-1])
 
