@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from ml import metrics
 from ml.data import load_images, load_records, split_records
-from ml.registry import ModelCard
+from ml.registry import ModelCard, json_safe
 
 logger = logging.getLogger(__name__)
 BOOTSTRAP = 2000
@@ -234,7 +234,9 @@ def evaluate(
                 y, prob, raw, out_dir / f"reliability_{split}.png", title
             ).name,
         }
-        (out_dir / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out_dir / f"metrics_{split}.json").write_text(
+            json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n"
+        )
         np.savez(
             out_dir / f"predictions_{split}.npz",
             ids=[r.id for r in records],

@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -88,6 +89,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def json_safe(value: Any) -> Any:
+    """Recursively replace NaN/infinite floats by None (strict JSON: jsonb, browsers), numpy scalars
+    by Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _card_json(card: ModelCard) -> str:
+    return json.dumps(json_safe(card.to_dict()), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
@@ -96,7 +115,7 @@ def write_card(card: ModelCard, out_dir: Path) -> None:
     """Rewrite card.json in place (atomically via a temp file); the model file is untouched."""
     out_dir = Path(out_dir)
     tmp = out_dir / f".{CARD_FILE}.{uuid.uuid4().hex}"
-    tmp.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(_card_json(card))
     os.replace(tmp, out_dir / CARD_FILE)
 
 
@@ -125,7 +144,7 @@ def save(
             (tmp / PLOTS_DIR).mkdir()
             for name, src in plots.items():
                 shutil.copyfile(src, tmp / PLOTS_DIR / Path(name).name)
-        (tmp / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
+        (tmp / CARD_FILE).write_text(_card_json(card))
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out_dir, old)

@@ -83,3 +83,15 @@ def test_labels_at_operating_points():
     assert labels_at(0.3, thresholds) == {"balanced": False, "high_sensitivity": True}
     assert labels_at(0.5, thresholds) == {"balanced": True, "high_sensitivity": True}
     assert labels_at(0.1, thresholds) == {"balanced": False, "high_sensitivity": False}
+
+
+def test_card_json_is_strict_json(tmp_path):
+    out = make_tiny_artifact(tmp_path / "art", size=32)
+    card = registry.read_card(out)
+    metrics = {"test": {"sensitivity": float("nan"), "auroc": np.float64(0.5), "ci": (0.1, 0.9)}}
+    registry.write_card(dataclasses.replace(card, metrics=metrics), out)
+    text = (out / registry.CARD_FILE).read_text()
+    assert "NaN" not in text
+    data = json.loads(text)
+    assert data["metrics"]["test"] == {"sensitivity": None, "auroc": 0.5, "ci": [0.1, 0.9]}
+    registry.verify(out)
