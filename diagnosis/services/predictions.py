@@ -572,6 +572,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+@transaction.atomic
 def model_version_register(
     *, artifact_dir: Path, version: str = "", activate: bool = False
 ) -> tuple[ModelVersion, bool]:

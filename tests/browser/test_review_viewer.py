@@ -176,6 +176,15 @@ def test_viewer_tools(live_server, two_image_case, browser, screenshots, setting
     page.wait_for_selector("#viewer[data-loaded='1']")
     page.keyboard.press("x")
     screenshots(page, "viewer-image-2")
+    # The screen renews an active reader's claim in the background (every 2 s here); keep the
+    # reader active until one renewal has landed, however fast the steps above ran.
+    for _ in range(40):
+        if AuditEvent.objects.filter(
+            action="review.claim", object_id=str(case.uuid), extra__renewed=True
+        ).exists():
+            break
+        page.mouse.wheel(0, 0)
+        page.wait_for_timeout(250)
     page.click("#save")
     page.wait_for_url(f"**{reverse('review:queue')}")
     reads = {
