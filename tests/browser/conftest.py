@@ -36,6 +36,41 @@ def browser(live_server, monkeypatch) -> Iterator[object]:
             browser.close()
 
 
+def watch_errors(page) -> list[str]:
+    """Collect the page's script errors, console errors (CSP violations included) and failed
+    requests (the browser's own favicon probe aside) into the returned list as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and "Failed to load resource" not in msg.text
+            else None
+        ),
+    )
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
+    return errors
+
+
+def sign_in(page, base_url: str, username: str, password: str) -> None:
+    """Sign in through the login page."""
+    from django.urls import reverse
+
+    page.goto(f"{base_url}{reverse('login')}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
 @pytest.fixture
 def screenshots(request) -> object:
     """shot(page, name): a full-page PNG under test-artifacts/browser/<test name>/."""

@@ -13,6 +13,7 @@ from diagnosis.models import Case, Prediction
 from diagnosis.services.cases import case_create
 from diagnosis.services.predictions import model_version_register, prediction_run_batch
 from diagnosis.tests import factories
+from tests.browser.conftest import sign_in, watch_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "correct-horse-battery-9"  # factories.UserFactory
@@ -46,29 +47,8 @@ def test_case_page_follows_the_prediction_live(
     assert Case.objects.get(pk=case.pk).status == Case.Status.QUEUED
 
     page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and "Failed to load resource" not in msg.text
-            else None
-        ),
-    )
-    page.on(  # every failed request, by URL (the browser's own favicon probe aside)
-        "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico")
-            else None
-        ),
-    )
-    page.goto(f"{live_server.url}{reverse('login')}")
-    page.fill("#id_username", owner.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
+    errors = watch_errors(page)
+    sign_in(page, live_server.url, owner.username, PASSWORD)
     page.goto(f"{live_server.url}{reverse('diagnosis:case_detail', args=[case.uuid])}")
     page.wait_for_selector("#prediction-progress-bar")
     assert page.locator("#case-results").get_attribute("data-in-flight") == "1"

@@ -15,6 +15,7 @@ from PIL import Image
 from diagnosis.models import AuditEvent, Case, Review
 from diagnosis.services.reviews import review_claim
 from diagnosis.tests import factories
+from tests.browser.conftest import sign_in, watch_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -81,29 +82,8 @@ def test_viewer_tools(live_server, two_image_case, browser, screenshots, setting
 
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and "Failed to load resource" not in msg.text
-            else None
-        ),
-    )
-    page.on(
-        "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico")
-            else None
-        ),
-    )
-    page.goto(f"{live_server.url}{reverse('login')}")
-    page.fill("#id_username", reader.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
+    errors = watch_errors(page)
+    sign_in(page, live_server.url, reader.username, PASSWORD)
     page.goto(f"{live_server.url}{reverse('review:case', kwargs={'case_uuid': case.uuid})}")
     page.wait_for_selector("#viewer[data-loaded='1']")
     page.wait_for_selector("#viewer-heatmap:not([hidden])")
