@@ -51,12 +51,13 @@ class CardInfo:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image's outcome: calibrated probability, decision per operating point, heat-map PNGs."""
+    """One image's outcome: calibrated probability, decision per operating point, heat-map PNG."""
 
     probability: float
     fractured_at: dict[str, bool]
-    heatmap_png: bytes  # RGBA colourised heat-map at the canonical image size (client overlay)
-    overlay_png: bytes  # RGB radiograph with the heat-map and the caption burned in
+    # The colourised heat-map at the canonical image size, as a palette PNG with transparency
+    # (the layer the pages and API clients put over the image; `overlay_render` burns it in).
+    heatmap_png: bytes
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -107,12 +108,16 @@ def artifact_verify(artifact_dir: Path) -> CardInfo:
 def _load(artifact_dir: str, sha256: str) -> tuple[keras.Model, ModelCard]:
     """Load once per process; keyed by folder and checksum so a replaced artifact reloads."""
     from ml import registry  # TensorFlow is first imported here, in the worker child
+    from ml.model import fold_batchnorm
 
     started = time.perf_counter()
     try:
         model, card = registry.load(artifact_path(artifact_dir))
     except (registry.InvalidArtifactError, registry.ChecksumMismatchError) as exc:
         raise ModelArtifactError(str(exc)) from exc
+    # Serve the inference graph: BatchNormalization folded into the convolutions (same outputs,
+    # about half the work per model pass).
+    model = fold_batchnorm(model)
     if sha256 and card.sha256 != sha256:
         raise ModelArtifactError("the artifact on disk is not the registered version (sha256)")
     logger.info(
@@ -143,21 +148,12 @@ def runtime_warm_up() -> None:
     import ml.registry  # noqa: F401
 
 
-@functools.cache
-def _has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def model_pass_size(waiting: int) -> int:
-    """Images per model pass when settings.INFERENCE_MODEL_BATCH is 0 (auto): everything waiting
-    on a GPU; one at a time on CPU, where the pass per image was measured fastest at batch 1
-    (docs/benchmarks.md) and batching pays off in the database and broker work instead."""
+    """Images per model pass: settings.INFERENCE_MODEL_BATCH, or with 0 (auto) everything waiting.
+    Batching pays on CPU too: with the shipped model on 2 cores a pass of 16 took 14.7 ms per
+    image against 21.4 ms one at a time (bench/inference_model_pass.py, docs/benchmarks.md)."""
     configured = int(getattr(settings, "INFERENCE_MODEL_BATCH", 0) or 0)
-    if configured > 0:
-        return configured
-    return max(1, waiting) if _has_gpu() else 1
+    return configured if configured > 0 else max(1, waiting)
 
 
 def _encode_png(array: npt.NDArray[np.uint8]) -> bytes:
@@ -171,6 +167,19 @@ def _encode_png(array: npt.NDArray[np.uint8]) -> bytes:
     if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
+
+
+def overlay_render(*, image: bytes, heatmap_png: bytes) -> bytes:
+    """The captioned overlay PNG (radiograph with the heat-map and its caption burned in) from a
+    canonical image and its stored heat-map; rendered when first asked for (no TensorFlow)."""
+    from ml import gradcam, preprocess
+
+    try:
+        decoded = preprocess.decode_image(image)
+        heatmap = gradcam.heatmap_from_png(heatmap_png)
+    except (preprocess.InvalidImageError, ValueError) as exc:
+        raise UnreadableImageError(f"The overlay cannot be rendered: {exc}") from exc
+    return _encode_png(gradcam.overlay(decoded, heatmap))
 
 
 def run_batch(
@@ -228,13 +237,11 @@ def run_batch(
         ):
             started = time.perf_counter()
             full = preprocess.unletterbox(heatmap, image.shape, spec.size)
-            heatmap_png = _encode_png(gradcam.colorize(full))
-            overlay_png = _encode_png(gradcam.overlay(image, full))
+            heatmap_png = gradcam.heatmap_png(full)
             outcomes[index] = ImageResult(
                 probability=float(probability),
                 fractured_at=ml_inference.labels_at(float(probability), thresholds),
                 heatmap_png=heatmap_png,
-                overlay_png=overlay_png,
                 timings={
                     "preprocess_ms": round(prep_ms[index], 2),
                     "model_ms": round(pass_ms, 2),

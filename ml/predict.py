@@ -24,9 +24,11 @@ def predict_files(
     """Calibrated fracture probabilities for image files (the shipped model by default), batched."""
     from ml import registry
     from ml.inference import predict
+    from ml.model import fold_batchnorm
     from ml.preprocess import preprocess, read_image
 
     model, card = registry.load(model_dir or DEFAULT_MODEL_DIR)
+    model = fold_batchnorm(model)
     out: list[float] = []
     for start in range(0, len(paths), batch_size):
         batch = np.stack(
@@ -41,9 +43,11 @@ def analyse_file(path: str | Path, model_dir: str | Path | None = None) -> dict[
     from ml import registry
     from ml.gradcam import gradcam_batch, overlay
     from ml.inference import calibrated, labels_at
+    from ml.model import fold_batchnorm
     from ml.preprocess import preprocess, read_image, unletterbox
 
     model, card = registry.load(model_dir or DEFAULT_MODEL_DIR)
+    model = fold_batchnorm(model)
     image = read_image(path)
     x = preprocess(image, card.spec)[np.newaxis]
     logits, maps = gradcam_batch(model, x, layer=card.gradcam_layer)

@@ -47,11 +47,13 @@ from diagnosis.exceptions import (
     InvalidStateError,
     ModelArtifactError,
     NoActiveModelError,
+    NotFoundError,
     TransientInferenceError,
     UnreadableImageError,
 )
 from diagnosis.models import Case, Label, ModelVersion, Prediction, XrayImage
 from diagnosis.selectors.models import model_version_get_active
+from diagnosis.services.bulk import rows_update
 from diagnosis.services.reviews import case_priority
 from diagnosis.services.webhooks import webhook_notify
 from diagnosis.tasks.predictions import prediction_run_batch as prediction_run_batch_task
@@ -279,7 +281,10 @@ def _test_barrier(prediction_ids: Sequence[int]) -> None:
 
 
 def heatmap_names(prediction_id: int) -> tuple[str, str]:
-    """Deterministic storage names (RGBA heat-map, captioned overlay): a rerun overwrites."""
+    """Deterministic storage names (heat-map, captioned overlay): a rerun overwrites. The worker
+    writes the heat-map; the overlay is rendered from it when first asked for
+    (`prediction_overlay_name`): most are never downloaded, and the pages draw the heat-map over
+    the image themselves."""
     return (
         f"heatmaps/prediction-{prediction_id}.png",
         f"heatmaps/prediction-{prediction_id}-overlay.png",
@@ -292,6 +297,33 @@ def _store_file(name: str, data: bytes) -> None:
     saved = default_storage.save(name, ContentFile(data))
     if saved != name:  # a concurrent writer won the name: keep its (identical) file
         default_storage.delete(saved)
+
+
+def prediction_overlay_name(*, prediction: Prediction) -> str:
+    """Storage name of the finished prediction's captioned overlay PNG, rendered from the image and
+    the stored heat-map on first use and kept (concurrent first requests render the same bytes;
+    one file wins). Raises NotFoundError when the prediction has no heat-map or a file is gone."""
+    overlay_name = heatmap_names(prediction.pk)[1]
+    if prediction.status != Prediction.Status.DONE or not prediction.heatmap:
+        raise NotFoundError("This prediction has no heat-map.")
+    if default_storage.exists(overlay_name):
+        return overlay_name
+    try:
+        with prediction.heatmap.open("rb") as fh:
+            heatmap_png = fh.read()
+        image = _read_image(prediction)
+    except OSError as exc:
+        logger.error("heat-map or image file missing", extra={"prediction_id": prediction.pk})
+        raise NotFoundError("The heat-map is not available.") from exc
+    try:
+        data = inference.overlay_render(image=image, heatmap_png=heatmap_png)
+    except UnreadableImageError as exc:
+        logger.error("overlay not rendered", extra={"prediction_id": prediction.pk})
+        raise NotFoundError("The overlay cannot be rendered.") from exc
+    saved = default_storage.save(overlay_name, ContentFile(data))
+    if saved != overlay_name:  # a concurrent request stored it first: keep that one
+        default_storage.delete(saved)
+    return overlay_name
 
 
 def _read_image(prediction: Prediction) -> bytes:
@@ -334,7 +366,7 @@ def _store_results(
         prediction.error = ""
         prediction.finished_at = finished_at
         rows.append(prediction)
-    Prediction.objects.bulk_update(
+    rows_update(
         rows,
         ["status", "probability", "labels", "label", "heatmap", "timings", "error", "finished_at"],
     )
@@ -427,9 +459,9 @@ def _cases_advance(*, case_ids: Iterable[int], version: ModelVersion) -> None:
         )
         predicted.append(case)
     if failed:
-        Case.objects.bulk_update(failed, ["status", "status_reason", "updated_at"])
+        rows_update(failed, ["status", "status_reason", "updated_at"])
     if predicted:
-        Case.objects.bulk_update(
+        rows_update(
             predicted, ["status", "status_reason", "predicted_at", "priority", "updated_at"]
         )
     for case in predicted:
@@ -520,7 +552,8 @@ def _run_claimed(claimed: list[_Claimed]) -> dict[str, int]:
         store_started = time.perf_counter()
         rgba_name, overlay_name = heatmap_names(prediction.pk)
         _store_file(rgba_name, result.heatmap_png)
-        _store_file(overlay_name, result.overlay_png)
+        if default_storage.exists(overlay_name):  # rendered from an earlier run's heat-map
+            default_storage.delete(overlay_name)
         queued_ms = (prediction.started_at - prediction.created_at).total_seconds() * 1e3
         timings = {
             "queue_ms": round(max(0.0, queued_ms), 2),

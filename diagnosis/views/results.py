@@ -20,7 +20,7 @@ from diagnosis.models import Case
 from diagnosis.selectors.cases import case_get
 from diagnosis.selectors.predictions import case_results, prediction_get_for_image
 from diagnosis.services.audit import audit_record
-from diagnosis.services.predictions import case_retry_predictions, heatmap_names
+from diagnosis.services.predictions import case_retry_predictions, prediction_overlay_name
 
 POLL_MS = 1500
 RETRY_PERMISSIONS = ("diagnosis.review_case", "diagnosis.manage_models")
@@ -88,10 +88,13 @@ def heatmap_file_view(request: HttpRequest, case_uuid: str, pk: int) -> FileResp
         )
     except NotFoundError as exc:
         raise Http404("Heat-map not found") from exc
-    name = prediction.heatmap.name if kind == "heatmap" else heatmap_names(prediction.pk)[1]
     try:
+        if kind == "heatmap":
+            name = prediction.heatmap.name
+        else:
+            name = prediction_overlay_name(prediction=prediction)
         handle = default_storage.open(name, "rb")
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotFoundError) as exc:
         raise Http404("Heat-map not found") from exc
     audit_record(
         action="heatmap.view",

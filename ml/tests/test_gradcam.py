@@ -1,9 +1,22 @@
 from __future__ import annotations
 
+import io
+
+import cv2
 import numpy as np
+import pytest
+from PIL import Image
 
 from ml.config import ImageSpec
-from ml.gradcam import CAPTION, colorize, gradcam_batch, gradcam_heatmap, overlay
+from ml.gradcam import (
+    CAPTION,
+    colorize,
+    gradcam_batch,
+    gradcam_heatmap,
+    heatmap_from_png,
+    heatmap_png,
+    overlay,
+)
 from ml.model import LAST_CONV, build_model
 
 
@@ -92,3 +105,27 @@ def test_overlay_shape_and_caption():
     assert not np.array_equal(out[:40, :60], np.full((40, 60, 3), 128))  # heat blended in
     float_in = overlay(image.astype(np.float32)[..., None], hm)
     assert np.array_equal(out, float_in)
+
+
+def test_heatmap_png_decodes_to_the_colorized_rgba_and_back_to_the_heat_levels():
+    rng = np.random.default_rng(3)
+    hm = cv2.resize(rng.random((8, 8)).astype(np.float32), (61, 47))
+    data = heatmap_png(hm)
+    assert data.startswith(b"\x89PNG")
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == "P"
+        rgba = np.asarray(decoded.convert("RGBA"))
+    np.testing.assert_array_equal(rgba, colorize(hm))  # what any viewer shows
+    levels = heatmap_from_png(data)
+    assert levels.shape == (47, 61)
+    assert levels.dtype == np.float32
+    assert np.abs(levels - hm).max() <= 0.5 / 255 + 1e-6
+
+
+def test_heatmap_from_png_refuses_other_images():
+    out = io.BytesIO()
+    Image.new("RGBA", (4, 4)).save(out, "PNG")
+    with pytest.raises(ValueError, match="palette"):
+        heatmap_from_png(out.getvalue())
+    with pytest.raises(ValueError, match="unreadable"):
+        heatmap_from_png(b"not a png")

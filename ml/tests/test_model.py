@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ml.config import ImageSpec
-from ml.model import LAST_CONV, LOGIT, build_model, lite_checkpoint_path
+from ml.model import LAST_CONV, LOGIT, build_model, fold_batchnorm, lite_checkpoint_path
 from ml.torch_weights import UnsupportedCheckpointError, load_state_dict
 
 
@@ -63,3 +63,57 @@ def test_restricted_unpickler_refuses_arbitrary_globals(tmp_path):
         pickle.dump(print, fh, protocol=2)  # a global that is not on the allow-list
     with pytest.raises(UnsupportedCheckpointError):
         load_state_dict(path)
+
+
+def _randomise_batchnorm(model, seed: int = 0) -> None:
+    """Trained-looking statistics, so folding has something to get wrong."""
+    from keras import layers
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, n).astype(np.float32),  # gamma
+                    rng.normal(0, 0.2, n).astype(np.float32),  # beta
+                    rng.normal(0, 0.5, n).astype(np.float32),  # moving mean
+                    rng.uniform(0.5, 2.0, n).astype(np.float32),  # moving variance
+                ]
+            )
+
+
+@pytest.mark.parametrize("arch", ["plain", "efficientnet_lite0"])
+def test_fold_batchnorm_keeps_outputs_and_grad_cam(arch):
+    from keras import layers
+
+    from ml.gradcam import gradcam_batch
+
+    spec = ImageSpec(size=64)
+    model = build_model(spec, arch, width=8, depth=2, seed=0)
+    _randomise_batchnorm(model)
+    folded = fold_batchnorm(model)
+    assert folded is not model
+    assert not any(isinstance(layer, layers.BatchNormalization) for layer in folded.layers)
+    assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+    batch = np.random.default_rng(1).uniform(0, 255, (3, 64, 64, 1)).astype(np.float32)
+    logits, cams = gradcam_batch(model, batch, layer=LAST_CONV)
+    folded_logits, folded_cams = gradcam_batch(folded, batch, layer=LAST_CONV)
+    np.testing.assert_allclose(folded_logits, logits, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(folded_cams, cams, atol=1e-3)
+    # The original is untouched (training still needs its BatchNormalization layers).
+    np.testing.assert_allclose(gradcam_batch(model, batch, layer=LAST_CONV)[0], logits, atol=1e-6)
+
+
+def test_fold_batchnorm_leaves_a_convolution_whose_output_is_also_used_elsewhere():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((16, 16, 1))
+    conv = layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
+    bn = layers.BatchNormalization(name="bn")(conv)
+    both = layers.Add(name="add")([conv, bn])  # conv's output feeds two layers
+    outputs = layers.Dense(1, name=LOGIT)(layers.GlobalAveragePooling2D()(both))
+    model = keras.Model(inputs, outputs)
+    _randomise_batchnorm(model)
+    assert fold_batchnorm(model) is model  # nothing safely foldable

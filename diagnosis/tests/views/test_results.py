@@ -5,6 +5,7 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
+from django.core.files.storage import default_storage
 from django.urls import reverse
 
 from diagnosis.models import AuditEvent, Case, Prediction
@@ -100,6 +101,46 @@ def test_heatmap_file_is_private_nosniff_png_and_audited(client_for, clinician, 
     assert events.count() == 1
     assert events.get().object_id == str(predicted.uuid)
     assert events.get().extra["image_id"] == image.pk
+
+
+def test_overlay_is_rendered_from_the_heatmap_on_first_request_and_kept(client_for, clinician):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ml.gradcam import heatmap_png
+
+    case = factories.CaseFactory(created_by=clinician, status=Case.Status.PREDICTED)
+    image = factories.XrayImageFactory(case=case)  # 64 x 48 grey PNG
+    prediction = factories.PredictionFactory(image=image, probability=0.9)
+    heat = np.zeros((48, 64), np.float32)
+    heat[10:30, 20:40] = 1.0
+    rgba_name, overlay_name = svc.heatmap_names(prediction.pk)
+    svc._store_file(rgba_name, heatmap_png(heat))
+    Prediction.objects.filter(pk=prediction.pk).update(heatmap=rgba_name)
+    url = reverse("diagnosis:heatmap_file", args=[case.uuid, image.pk]) + "?kind=overlay"
+
+    first = client_for(clinician).get(url)
+    assert first.status_code == 200
+    body = b"".join(first.streaming_content)
+    with Image.open(io.BytesIO(body)) as over:
+        pixels = np.asarray(over.convert("RGB")).astype(int)
+        assert over.size == (64, 48)
+    assert abs(pixels[20, 30, 0] - pixels[20, 30, 2]) > 30  # coloured where hot
+    assert pixels[2, 2, 0] == pixels[2, 2, 1] == pixels[2, 2, 2]  # grey where cold
+    assert default_storage.exists(overlay_name)
+    again = client_for(clinician).get(url)
+    assert b"".join(again.streaming_content) == body
+
+
+def test_overlay_of_an_unreadable_heatmap_is_a_404_not_an_error(client_for, clinician, predicted):
+    image = predicted.images.get(position=0)
+    prediction = image.predictions.get()
+    default_storage.delete(svc.heatmap_names(prediction.pk)[1])  # PNG (RGBA, 1 x 1) remains
+    url = reverse("diagnosis:heatmap_file", args=[predicted.uuid, image.pk]) + "?kind=overlay"
+    assert client_for(clinician).get(url).status_code == 404
+    assert client_for(clinician).get(url.replace("?kind=overlay", "")).status_code == 200
 
 
 def test_heatmap_file_refuses_foreign_unknown_and_unfinished(
