@@ -253,8 +253,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # Inference tasks (diagnosis/tasks/predictions.py): short limits, batches of waiting images.
 INFERENCE_TIME_LIMIT = env.int("CELERY_INFERENCE_TIME_LIMIT", default=120)
 INFERENCE_SOFT_TIME_LIMIT = max(1, INFERENCE_TIME_LIMIT - max(1, INFERENCE_TIME_LIMIT // 6))
-INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=8)
-# Images per model pass: 0 = auto (the whole batch on a GPU, one at a time on CPU).
+INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=16)
+# Images per model pass: 0 = auto (the whole batch in one pass).
 INFERENCE_MODEL_BATCH = env.int("INFERENCE_MODEL_BATCH", default=0)
 INFERENCE_PRELOAD = env.bool("INFERENCE_PRELOAD", default=True)  # warm the model per worker child
 # Fault tests only: a file path; predictions pause until it exists (see docs/operations.md).

@@ -236,10 +236,15 @@ def _claim(*, held: Sequence[int], own_ids: set[int]) -> list[_Claimed]:
     now = timezone.now()
     rows = list(
         Prediction.objects.select_for_update(of=("self",))
-        .select_related("image", "model_version")
+        .select_related("image")
         .filter(pk__in=held, status__in=_OPEN)
         .order_by("pk")
     )
+    # One version row for the batch, without its card, metrics and plots (large JSON, unused).
+    versions = ModelVersion.objects.defer("card", "metrics", "plots", "input_spec", "notes")
+    by_pk = versions.in_bulk({p.model_version_id for p in rows})
+    for prediction in rows:
+        prediction.model_version = by_pk[prediction.model_version_id]
     cap = settings.INFERENCE_MAX_ATTEMPTS
     for prediction in (p for p in rows if p.attempts >= cap):
         _fail_one(
