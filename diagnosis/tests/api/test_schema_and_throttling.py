@@ -90,3 +90,53 @@ def test_throttle_counts_atomically_across_threads(monkeypatch):
         thread.join()
     assert len(allowed) == 60
     assert sum(allowed) == 25
+
+
+def test_throttle_counts_with_one_redis_command_and_an_expiring_key(monkeypatch):
+    """With Redis, each check is one command (a script: INCR, and EXPIRE on the window's first
+    count); the counter stays readable through Django's cache API."""
+    from types import SimpleNamespace
+
+    import redis
+    from django.core.cache import cache, caches
+    from django.core.cache.backends.redis import RedisCache
+
+    from diagnosis.models import ApiToken
+
+    backend = caches["default"]
+    assert isinstance(backend, RedisCache)
+    monkeypatch.setattr(TokenScopeRateThrottle, "THROTTLE_RATES", {"read": "2/min"}, raising=False)
+    monkeypatch.setattr(TokenScopeRateThrottle, "timer", lambda self: 6_000_000.0)
+    request = SimpleNamespace(auth=ApiToken(pk=123456789, prefix="cafef00d"), user=None, META={})
+    view = SimpleNamespace(throttle_scope_for_action=lambda: "read")
+    assert TokenScopeRateThrottle().allow_request(request, view)  # loads the script if needed
+    commands: list[str] = []
+    execute = redis.Redis.execute_command
+
+    def counting(self, *args, **kwargs):
+        commands.append(args[0])
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counting)
+    assert TokenScopeRateThrottle().allow_request(request, view)
+    assert not TokenScopeRateThrottle().allow_request(request, view)
+    assert commands == ["EVALSHA", "EVALSHA"]
+    key = f"throttle_read_token:123456789:{6_000_000 // 60}"
+    assert cache.get(key) == 3
+    client = backend._cache.get_client(write=True)
+    assert 0 < client.ttl(backend.make_and_validate_key(key)) <= 61
+
+
+def test_throttle_reloads_its_script_after_a_redis_script_flush(monkeypatch):
+    from types import SimpleNamespace
+
+    from django.core.cache import caches
+
+    from diagnosis.models import ApiToken
+
+    monkeypatch.setattr(TokenScopeRateThrottle, "THROTTLE_RATES", {"read": "5/min"}, raising=False)
+    request = SimpleNamespace(auth=ApiToken(pk=123456790, prefix="cafef00e"), user=None, META={})
+    view = SimpleNamespace(throttle_scope_for_action=lambda: "read")
+    assert TokenScopeRateThrottle().allow_request(request, view)
+    caches["default"]._cache.get_client(write=True).script_flush()
+    assert TokenScopeRateThrottle().allow_request(request, view)

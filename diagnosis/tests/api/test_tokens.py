@@ -17,6 +17,7 @@ from diagnosis.services.tokens import (
     api_token_revoke,
     token_hash,
 )
+from diagnosis.tests import factories
 from diagnosis.tests.api.conftest import expire
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +45,52 @@ def test_authenticate_accepts_only_the_exact_token(clinician, issue_token):
     assert api_token_authenticate(raw="fp_" + token.prefix) is None
     assert api_token_authenticate(raw="") is None
     assert api_token_authenticate(raw="fp_\x00" * 80) is None
+
+
+def test_authenticate_loads_token_client_user_and_permissions_in_two_queries(
+    clinician, issue_token, django_assert_num_queries
+):
+    raw, token = issue_token(clinician, ["read"])
+    api_token_authenticate(raw=raw)  # the first use writes last_used_at; later ones do not
+    with django_assert_num_queries(2):  # the token with client and user; the permissions
+        found = api_token_authenticate(raw=raw)
+        user = found.client.user
+        assert (found.pk, found.prefix, found.scopes) == (token.pk, token.prefix, ["read"])
+        assert found.expires_at == token.expires_at
+        assert found.last_used_at is not None
+        assert found.client.pk == token.client.pk
+        assert found.client.is_active
+        assert (user.pk, user.username, user.is_active) == (clinician.pk, clinician.username, True)
+        assert user.has_perm("diagnosis.view_case")
+        assert user.has_perm("diagnosis.add_case")
+        assert not user.has_perm("diagnosis.manage_models")
+    assert user.get_all_permissions() == clinician.get_all_permissions()
+
+
+def test_authenticate_sees_direct_and_group_permissions(clinician, issue_token):
+    from django.contrib.auth.models import Group, Permission
+
+    raw, _ = issue_token(clinician, ["read"])
+    direct = Permission.objects.get(codename="manage_models")
+    clinician.user_permissions.add(direct)
+    extra_group = Group.objects.create(name="extra-readers")
+    extra_group.permissions.add(Permission.objects.get(codename="view_all_cases"))
+    clinician.groups.add(extra_group)
+    user = api_token_authenticate(raw=raw).client.user
+    expected = {"diagnosis.manage_models", "diagnosis.view_all_cases", "diagnosis.view_case"}
+    assert expected <= user.get_all_permissions()
+    assert (
+        user.get_all_permissions()
+        == type(clinician).objects.get(pk=clinician.pk).get_all_permissions()
+    )
+
+
+def test_authenticate_superuser_holds_every_permission(issue_token):
+    superuser = factories.UserFactory(username="root-api", is_superuser=True)
+    raw, _ = issue_token(superuser, ["admin"])
+    user = api_token_authenticate(raw=raw).client.user
+    assert user.is_superuser
+    assert user.has_perm("diagnosis.manage_models")
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(clinician, issue_token):
