@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from diagnosis import models
+from diagnosis.services.accounts import login_lock_clear, login_locked_usernames
 from diagnosis.services.audit import audit_record
 
 User = get_user_model()
@@ -191,8 +192,36 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class PortalUserAdmin(UserAdmin):
-    list_display = ("username", "email", "roles", "is_active", "is_staff", "last_login")
+    list_display = (
+        "username", "email", "roles", "is_active", "is_staff", "last_login", "signin_locked"
+    )  # fmt: skip
     list_filter = ("groups", "is_active", "is_staff", "is_superuser")
+    actions = ["unlock_signin"]
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """Mark the page's accounts locked or not with one cache lookup for the whole page (on
+        the row objects: this admin instance is shared by every request)."""
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)  # evaluates (and caches) the page's queryset
+        locked = login_locked_usernames(usernames=[user.get_username() for user in rows])
+        for user in rows:
+            user.signin_locked_now = user.get_username() in locked
+        return changelist
+
+    @admin.display(description="Sign-in locked", boolean=True)
+    def signin_locked(self, obj: Any) -> bool:
+        if not hasattr(obj, "signin_locked_now"):
+            obj.signin_locked_now = bool(login_locked_usernames(usernames=[obj.get_username()]))
+        return obj.signin_locked_now
+
+    @admin.action(permissions=["change"], description="Unlock sign-in (clear failed-login lockout)")
+    def unlock_signin(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        users = list(queryset)
+        locked = login_lock_clear(users=users, actor=request.user, request=request)
+        self.message_user(
+            request,
+            f"Cleared the sign-in lockout of {len(users)} account(s); {locked} were locked.",
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).prefetch_related("groups")

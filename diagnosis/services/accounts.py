@@ -19,8 +19,10 @@ from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.contrib.auth.password_validation import validate_password
 from django.core.cache import cache
 from django.db import transaction
+from django.http import HttpRequest
 
 from diagnosis import roles
+from diagnosis.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +173,35 @@ def login_failures_reset(*, username: str) -> None:
     """A successful login (or an admin reset) clears the username's counter and lock; the
     address counter is left to expire, so one good account cannot unlock a guessing client."""
     cache.delete_many([_key(_FAIL_USER, username), _key(_LOCK_USER, username)])
+
+
+def login_locked_usernames(*, usernames: list[str]) -> set[str]:
+    """Which of `usernames` are locked out now (one cache round trip for the list)."""
+    keys = {_key(_LOCK_USER, username): username for username in usernames}
+    return {keys[key] for key, value in cache.get_many(list(keys)).items() if value}
+
+
+def login_lock_clear(
+    *,
+    users: list[AbstractBaseUser],
+    actor: AbstractBaseUser | None,
+    request: HttpRequest | None = None,
+) -> int:
+    """An administrator lifts the sign-in lockout of `users` (failure counter and lock), e.g. after
+    confirming a locked-out radiologist by phone. Audited per account whether or not it was
+    locked; returns how many were locked. The lockout of a guessing address is not lifted here:
+    it expires on its own (LOGIN_LOCKOUT_SECONDS)."""
+    usernames = [user.get_username() for user in users]
+    locked = login_locked_usernames(usernames=usernames)
+    for user in users:
+        username = user.get_username()
+        login_failures_reset(username=username)
+        audit_record(
+            action="account.unlock",
+            actor=actor,
+            request=request,
+            obj=user,
+            was_locked=username in locked,
+        )
+    logger.info("sign-in lockout cleared", extra={"count": len(users), "locked": len(locked)})
+    return len(locked)

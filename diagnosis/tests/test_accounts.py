@@ -9,10 +9,10 @@ import time
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -141,6 +141,55 @@ def test_lock_expires_after_the_lockout_period(settings, clinician):
     assert b"Too many failed" in _login(client, "clin_a", PASSWORD).content
     time.sleep(1.2)
     assert _login(client, "clin_a", PASSWORD).status_code == 302
+
+
+def test_admin_sees_and_lifts_a_lockout_and_it_is_audited(
+    settings, clinician, admin_user, client_for
+):
+    settings.LOGIN_FAILURE_LIMIT = 2
+    for _ in range(2):
+        _login(Client(), "clin_a", "nope-nope-123", ip="10.0.0.7")
+    assert b"Too many failed" in _login(Client(), "clin_a", PASSWORD, ip="10.0.0.8").content
+    admin = client_for(admin_user)
+    url = reverse("admin:auth_user_changelist")
+    page = admin.get(url).content.decode()
+    row = re.search(r"<tr>.*?clin_a.*?</tr>", page, re.S).group(0)
+    assert 'alt="True"' in row  # the "Sign-in locked" column
+    response = admin.post(url, {"action": "unlock_signin", "_selected_action": [clinician.pk]})
+    assert response.status_code == 302
+    assert _login(Client(), "clin_a", PASSWORD, ip="10.0.0.8").status_code == 302
+    event = AuditEvent.objects.get(action="account.unlock")
+    assert (event.actor_id, event.object_id, event.extra["was_locked"]) == (
+        admin_user.pk,
+        str(clinician.pk),
+        True,
+    )
+
+
+def test_unlock_needs_the_change_permission_on_accounts(settings, clinician, client_for):
+    settings.LOGIN_FAILURE_LIMIT = 1
+    _login(Client(), "clin_a", "nope-nope-123")
+    viewer = factories.UserFactory(username="auditor", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename="view_user"))
+    response = client_for(viewer).post(
+        reverse("admin:auth_user_changelist"),
+        {"action": "unlock_signin", "_selected_action": [clinician.pk]},
+    )
+    assert response.status_code in (200, 302)  # the action is not offered: nothing happens
+    assert not AuditEvent.objects.filter(action="account.unlock").exists()
+    assert b"Too many failed" in _login(Client(), "clin_a", PASSWORD).content
+
+
+def test_unlock_account_command(settings, clinician):
+    settings.LOGIN_FAILURE_LIMIT = 1
+    _login(Client(), "clin_a", "nope-nope-123")
+    out = io.StringIO()
+    call_command("unlock_account", "clin_a", stdout=out)
+    assert "1 were locked" in out.getvalue()
+    assert _login(Client(), "clin_a", PASSWORD).status_code == 302
+    with pytest.raises(CommandError, match="No such account: ghost"):
+        call_command("unlock_account", "clin_a", "ghost")
+    assert AuditEvent.objects.filter(action="account.unlock").count() == 1
 
 
 def test_admin_login_goes_through_the_portal_login(clinician, admin_user, client_for):
