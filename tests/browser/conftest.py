@@ -22,7 +22,11 @@ def browser(live_server, monkeypatch) -> Iterator[object]:
     Playwright's sync API keeps an event loop in this thread while it runs, and Django refuses ORM
     calls from a thread with a running loop; the test body is synchronous, so allow them for the
     browser's lifetime only. Stopping Playwright closes the loop, so later tests are unaffected.
+    Django keeps database connections per context, and the test body's ORM calls run in the
+    loop's context: close that context's connections before the loop goes, or the session stays
+    open and the test database cannot be dropped at the end of the run.
     """
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -33,6 +37,7 @@ def browser(live_server, monkeypatch) -> Iterator[object]:
         try:
             yield browser
         finally:
+            connections.close_all()
             browser.close()
 
 
