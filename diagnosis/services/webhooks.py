@@ -6,6 +6,9 @@ task after commit. `webhook_deliver` makes one attempt: it POSTs the JSON payloa
 Network errors and 5xx answers are retried by the task with exponential backoff; 4xx are final.
 Only http(s) URLs are accepted, and outside DEBUG/tests private, loopback and link-local targets
 are refused (WEBHOOK_ALLOW_PRIVATE_TARGETS) so a webhook cannot reach the internal network.
+The POST goes to exactly an address that was vetted (never to a second DNS answer, which a hostile
+DNS server could point inside: DNS rebinding), with the URL's hostname kept for the Host header,
+TLS SNI and certificate verification.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import json
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from diagnosis.exceptions import DomainError
 from diagnosis.models import AuditEvent, Case, WebhookDelivery
@@ -35,10 +41,17 @@ EVENTS = ("case.predicted", "case.reviewed")
 SIGNATURE_HEADER = "X-Fracture-Signature"
 EVENT_HEADER = "X-Fracture-Event"
 DELIVERY_HEADER = "X-Fracture-Delivery"
+# Addresses tried per attempt when connecting fails (each may take the whole connect timeout; the
+# task's soft time limit is 60 s).
+MAX_ADDRESSES_TRIED = 3
 
 
 class InvalidWebhookUrlError(DomainError):
     code, status_code = "invalid_webhook_url", 400
+
+
+class WebhookHostUnresolvedError(InvalidWebhookUrlError):
+    """The host has no address (same code and message as any other refused URL)."""
 
 
 class WebhookRetryableError(Exception):
@@ -66,9 +79,17 @@ def webhook_verify(
     return hmac.compare_digest(expected, f"t={timestamp},v1={parts.get('v1', '')}")
 
 
-def webhook_url_validate(*, url: str, resolve: bool = True) -> None:
-    """Refuse anything but http(s) URLs, and (unless WEBHOOK_ALLOW_PRIVATE_TARGETS) hosts that
-    resolve to private, loopback, link-local, reserved or multicast addresses."""
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where one delivery attempt connects: vetted `addresses` (IPv4 first), never re-resolved."""
+
+    hostname: str
+    port: int
+    addresses: tuple[str, ...]
+
+
+def _url_check(url: str) -> tuple[SplitResult, int]:
+    """The URL's parts and port, or InvalidWebhookUrlError for anything but a plain http(s) URL."""
     if len(url) > 500 or "\x00" in url:
         raise InvalidWebhookUrlError("The webhook URL is too long or malformed.")
     parts = urlsplit(url)
@@ -80,18 +101,121 @@ def webhook_url_validate(*, url: str, resolve: bool = True) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise InvalidWebhookUrlError("The webhook URL has an invalid port.") from exc
-    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS or not resolve:
-        return
+    return parts, port
+
+
+def webhook_target_resolve(*, url: str) -> WebhookTarget:
+    """Check `url`, resolve its host once and (unless WEBHOOK_ALLOW_PRIVATE_TARGETS) refuse it if
+    any address is private, loopback, link-local, reserved or multicast. The delivery connects only
+    to the returned addresses."""
+    parts, port = _url_check(url)
+    hostname = parts.hostname or ""  # never empty: _url_check requires a host
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(hostname, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        raise InvalidWebhookUrlError("The webhook host does not resolve.") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not address.is_global or address.is_multicast:
+        raise WebhookHostUnresolvedError("The webhook host does not resolve.") from exc
+    addresses: list[str] = []
+    for family, *_, sockaddr in sorted(infos, key=lambda info: info[0] != socket.AF_INET):
+        if family not in (socket.AF_INET, socket.AF_INET6) or sockaddr[0] in addresses:
+            continue
+        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS and (
+            not address.is_global or address.is_multicast
+        ):
             raise InvalidWebhookUrlError(
                 "The webhook host resolves to a private or reserved address."
             )
+        addresses.append(sockaddr[0])  # as given, scope id included (link-local, development only)
+    if not addresses:
+        raise WebhookHostUnresolvedError("The webhook host does not resolve.")
+    return WebhookTarget(hostname=hostname, port=port, addresses=tuple(addresses))
+
+
+def webhook_url_validate(*, url: str, resolve: bool = True) -> tuple[str, ...]:
+    """Refuse anything but http(s) URLs, and (unless WEBHOOK_ALLOW_PRIVATE_TARGETS) hosts that
+    resolve to private, loopback, link-local, reserved or multicast addresses. Returns the vetted
+    addresses, or () when nothing was resolved (`resolve=False` or private targets allowed)."""
+    _url_check(url)
+    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS or not resolve:
+        return ()
+    return webhook_target_resolve(url=url).addresses
+
+
+class PinnedAddressAdapter(HTTPAdapter):
+    """Connects to `address` instead of resolving the URL's host again.
+
+    The URL keeps its hostname: only the connection pool is opened on the address, with
+    `server_hostname` (TLS SNI) and `assert_hostname` (certificate check) set to the hostname,
+    and the Host header is the URL's host[:port]. Proxies are ignored: a proxy would resolve the
+    hostname itself.
+    """
+
+    def __init__(self, *, address: str) -> None:
+        self.address = address
+        super().__init__(max_retries=0)
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        hostname = host_params["host"]  # the prepared URL's (IDNA-encoded) hostname
+        host_params["host"] = self.address
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = hostname
+            pool_kwargs["assert_hostname"] = hostname
+        return host_params, pool_kwargs
+
+    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+        # Otherwise http.client would send the address as Host. The URL carries no credentials
+        # (_url_check), so its netloc is exactly host[:port].
+        request.headers["Host"] = urlsplit(request.url or "").netloc
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        return super().send(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=None
+        )
+
+
+def _connect_failed(exc: requests.RequestException) -> bool:
+    """True when no connection was made (so nothing was sent and another address may be tried)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def _post_pinned(
+    *, target: WebhookTarget, url: str, body: bytes, headers: dict[str, str]
+) -> requests.Response:
+    """POST to the first vetted address that accepts a connection; the last error otherwise."""
+    addresses = target.addresses[:MAX_ADDRESSES_TRIED]
+    for index, address in enumerate(addresses):
+        with requests.Session() as session:
+            adapter = PinnedAddressAdapter(address=address)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            try:
+                return session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+                    allow_redirects=False,  # a redirect could point anywhere, including inside
+                )
+            except requests.RequestException as exc:
+                if index + 1 == len(addresses) or not _connect_failed(exc):
+                    raise
+    raise AssertionError("unreachable: a WebhookTarget has at least one address")
 
 
 def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
@@ -169,7 +293,19 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
     if not client.is_active or not client.webhook_url:
         return _record(delivery, status=WebhookDelivery.Status.FAILED, error="client disabled")
     try:
-        webhook_url_validate(url=client.webhook_url)
+        # Resolved once here; the POST connects only to these addresses (no DNS rebinding).
+        target = webhook_target_resolve(url=client.webhook_url)
+    except WebhookHostUnresolvedError as exc:
+        if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
+            logger.warning("webhook target refused", extra=extra)
+            return _record(delivery, status=WebhookDelivery.Status.FAILED, error=exc.message)
+        # Development and tests, as before pinning: an unresolvable host is a network error.
+        return _network_error(
+            delivery,
+            error=f"ConnectionError: {exc.message}",
+            final_attempt=final_attempt,
+            extra=extra,
+        )
     except InvalidWebhookUrlError as exc:
         logger.warning("webhook target refused", extra=extra)
         return _record(delivery, status=WebhookDelivery.Status.FAILED, error=exc.message)
@@ -185,20 +321,11 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
         DELIVERY_HEADER: str(delivery.pk),
     }
     try:
-        response = requests.post(
-            client.webhook_url,
-            data=body,
-            headers=headers,
-            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-            allow_redirects=False,  # a redirect could point anywhere, including inside
-        )
+        response = _post_pinned(target=target, url=client.webhook_url, body=body, headers=headers)
     except requests.RequestException as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500]
-        logger.warning("webhook attempt failed: network error", extra=extra)
-        if final_attempt:
-            return _record(delivery, status=WebhookDelivery.Status.FAILED, error=error)
-        _record(delivery, status=WebhookDelivery.Status.PENDING, error=error)
-        raise WebhookRetryableError(error) from exc
+        return _network_error(
+            delivery, error=f"{type(exc).__name__}: {exc}", final_attempt=final_attempt, extra=extra
+        )
 
     code = response.status_code
     if 200 <= code < 300:
@@ -210,6 +337,18 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
         _record(delivery, status=WebhookDelivery.Status.PENDING, status_code=code, error=error)
         raise WebhookRetryableError(error)
     return _record(delivery, status=WebhookDelivery.Status.FAILED, status_code=code, error=error)
+
+
+def _network_error(
+    delivery: WebhookDelivery, *, error: str, final_attempt: bool, extra: dict[str, Any]
+) -> WebhookDelivery:
+    """Record a failed connection: final on the last attempt, else pending and retried."""
+    error = error[:500]
+    logger.warning("webhook attempt failed: network error", extra=extra)
+    if final_attempt:
+        return _record(delivery, status=WebhookDelivery.Status.FAILED, error=error)
+    _record(delivery, status=WebhookDelivery.Status.PENDING, error=error)
+    raise WebhookRetryableError(error)
 
 
 def _record(

@@ -1,20 +1,29 @@
 """Webhooks: recorded once per event, dispatched after commit, signed, retried on 5xx and network
-errors (not 4xx), SSRF-guarded. A real HTTP server on 127.0.0.1 receives the deliveries."""
+errors (not 4xx), SSRF-guarded, pinned to the vetted address (no DNS rebinding). A real HTTP
+server on 127.0.0.1 receives the deliveries."""
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
 import pytest
+import requests
+import urllib3.util.connection
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 
 from diagnosis.models import AuditEvent, WebhookDelivery
+from diagnosis.services import webhooks
 from diagnosis.services.tokens import api_client_create
 from diagnosis.services.webhooks import (
     InvalidWebhookUrlError,
+    PinnedAddressAdapter,
+    WebhookRetryableError,
     webhook_notify,
     webhook_sign,
     webhook_url_validate,
@@ -242,3 +251,193 @@ def test_delivery_to_a_private_target_fails_without_a_request_in_production(clin
     delivery.refresh_from_db()
     assert delivery.status == WebhookDelivery.Status.FAILED
     assert "private" in delivery.last_error
+
+
+PUBLIC_V4 = "1.1.1.1"  # global for ipaddress; never really contacted (see _unreachable)
+PUBLIC_V6 = "2606:4700:4700::1111"
+
+
+def _fake_dns(monkeypatch, answers: dict[str, list[list[str]]]) -> list[str]:
+    """Replace socket.getaddrinfo (for everyone: the webhooks module and urllib3 alike) so that each
+    host in `answers` gets the next list of addresses on each lookup (the last list repeats), as a
+    hostile DNS server would answer. Other names and numeric addresses resolve as usual. Returns
+    the hosts looked up, in order."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+    served: dict[str, int] = {}
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        lookups.append(host)
+        if host not in answers:
+            return real(host, port, family, type, proto, flags)
+        index = served[host] = served.get(host, -1) + 1
+        result = []
+        for address in answers[host][min(index, len(answers[host]) - 1)]:
+            if ":" in address:
+                result.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0)))
+            else:
+                result.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)))
+        return result
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+def _unreachable(monkeypatch, *addresses: str) -> list[tuple[str, int]]:
+    """Connections that urllib3 opens to `addresses` fail at once with "network unreachable", as
+    from an offline machine (pytest-socket would refuse them anyway); anything else connects as
+    usual, resolving names with the (possibly faked) getaddrinfo. Returns the (host, port) pairs
+    urllib3 connected to, in order."""
+    real = urllib3.util.connection.create_connection
+    connects: list[tuple[str, int]] = []
+
+    def create_connection(address, *args, **kwargs):
+        connects.append(address)
+        if address[0] in addresses:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+    return connects
+
+
+def _queued(user, url: str) -> WebhookDelivery:
+    _, case = _api_case(user, url)
+    with mock.patch("diagnosis.tasks.webhooks.webhook_deliver.delay"):
+        return webhook_notify(case=case, event="case.predicted")
+
+
+@pytest.mark.parametrize("final_attempt", [False, True])
+def test_dns_rebinding_cannot_redirect_the_post_to_loopback(
+    clinician, settings, monkeypatch, final_attempt
+):
+    """The first lookup answers a public address, every later one 127.0.0.1 where a receiver
+    listens: the POST goes to the vetted public address (a network error here), never to loopback."""
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    with Receiver([]) as receiver:
+        port = receiver.server.server_port
+        delivery = _queued(clinician, f"http://rebind.test:{port}/hook")  # not resolved yet
+        settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+        lookups = _fake_dns(monkeypatch, {"rebind.test": [[PUBLIC_V4], ["127.0.0.1"]]})
+        connects = _unreachable(monkeypatch, PUBLIC_V4)
+        if final_attempt:
+            webhooks.webhook_deliver(delivery_id=delivery.pk, final_attempt=True)
+        else:
+            with pytest.raises(WebhookRetryableError):
+                webhooks.webhook_deliver(delivery_id=delivery.pk, final_attempt=False)
+        assert lookups.count("rebind.test") == 1  # urllib3 never looked the name up again
+        assert connects == [(PUBLIC_V4, port)]  # only the vetted address was tried
+        delivery.refresh_from_db()
+        assert delivery.attempts == 1
+        assert delivery.status == ("failed" if final_attempt else "pending")
+        assert delivery.last_error.startswith("ConnectionError")
+        assert PUBLIC_V4 in delivery.last_error
+        if not final_attempt:
+            # The next attempt resolves afresh, gets the loopback answer and is refused outright.
+            webhooks.webhook_deliver(delivery_id=delivery.pk, final_attempt=False)
+            delivery.refresh_from_db()
+            assert delivery.status == "failed"
+            assert "private" in delivery.last_error
+    assert receiver.requests == []
+
+
+def test_pinned_delivery_keeps_the_hostname_in_the_host_header(clinician, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    with Receiver([]) as receiver:
+        port = receiver.server.server_port
+        url = f"http://localhost:{port}/hook"
+        assert webhook_url_validate(url=url) == ()  # private targets allowed: nothing resolved
+        client, case = _api_case(clinician, url)
+        with mock.patch("diagnosis.tasks.webhooks.webhook_deliver.delay"):
+            delivery = webhook_notify(case=case, event="case.predicted")
+        webhook_deliver.apply(args=[delivery.pk])
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    [request] = receiver.requests
+    assert request["headers"]["Host"] == f"localhost:{port}"
+    assert webhook_verify(
+        secret=client.webhook_secret,
+        body=request["body"],
+        header=request["headers"]["X-Fracture-Signature"],
+    )
+
+
+def test_next_vetted_address_is_tried_when_one_refuses_the_connection(
+    clinician, settings, monkeypatch
+):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    with Receiver([]) as receiver:
+        port = receiver.server.server_port
+        delivery = _queued(clinician, f"http://multi.test:{port}/hook")
+        lookups = _fake_dns(monkeypatch, {"multi.test": [[PUBLIC_V4, "127.0.0.1"]]})
+        connects = _unreachable(monkeypatch, PUBLIC_V4)
+        webhook_deliver.apply(args=[delivery.pk])
+    assert connects == [(PUBLIC_V4, port), ("127.0.0.1", port)]
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    assert delivery.attempts == 1
+    assert lookups.count("multi.test") == 1
+    [request] = receiver.requests
+    assert request["headers"]["Host"] == f"multi.test:{port}"
+
+
+def test_unresolvable_host_is_a_network_error_in_development(clinician, settings, monkeypatch):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    delivery = _queued(clinician, "http://nowhere.test/hook")
+    _fake_dns(monkeypatch, {"nowhere.test": [[]]})
+    with pytest.raises(WebhookRetryableError):
+        webhooks.webhook_deliver(delivery_id=delivery.pk, final_attempt=False)
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"
+    assert delivery.last_error.startswith("ConnectionError")
+
+
+def test_validation_returns_the_vetted_addresses_ipv4_first(settings, monkeypatch):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    _fake_dns(
+        monkeypatch,
+        {
+            "dual.test": [[PUBLIC_V6, PUBLIC_V4, PUBLIC_V4]],
+            "mixed.test": [[PUBLIC_V4, "10.0.0.5"]],
+            "gone.test": [[]],
+        },
+    )
+    assert webhook_url_validate(url="https://dual.test/hook") == (PUBLIC_V4, PUBLIC_V6)
+    assert webhook_url_validate(url="https://dual.test/hook", resolve=False) == ()
+    with pytest.raises(InvalidWebhookUrlError, match="private or reserved"):
+        webhook_url_validate(url="https://mixed.test/hook")
+    with pytest.raises(InvalidWebhookUrlError, match="does not resolve"):
+        webhook_url_validate(url="https://gone.test/hook")
+
+
+def test_https_pool_connects_to_the_address_but_checks_the_hostname():
+    adapter = PinnedAddressAdapter(address=PUBLIC_V4)
+    request = requests.Request("POST", "https://hooks.example.org:8443/in", data=b"{}").prepare()
+    pool = adapter.get_connection_with_tls_context(request, verify=True)
+    assert isinstance(pool, HTTPSConnectionPool)
+    assert (pool.host, pool.port) == (PUBLIC_V4, 8443)
+    assert pool.assert_hostname == "hooks.example.org"  # certificate checked against the name
+    assert pool.conn_kw["server_hostname"] == "hooks.example.org"  # SNI
+    assert pool.cert_reqs == "CERT_REQUIRED"
+    conn = pool._new_conn()  # not connected yet: only its parameters are inspected
+    assert (conn.host, conn.server_hostname, conn.assert_hostname) == (
+        PUBLIC_V4,
+        "hooks.example.org",
+        "hooks.example.org",
+    )
+    adapter.add_headers(request)
+    assert request.headers["Host"] == "hooks.example.org:8443"
+
+
+def test_http_pool_on_an_ipv6_address_ignores_proxies():
+    adapter = PinnedAddressAdapter(address=PUBLIC_V6)
+    request = requests.Request("POST", "http://hooks.example.org/in", data=b"{}").prepare()
+    pool = adapter.get_connection_with_tls_context(request, verify=True)
+    assert type(pool) is HTTPConnectionPool
+    assert (pool.host, pool.port) == (PUBLIC_V6, 80)
+    assert "server_hostname" not in pool.conn_kw
+    adapter.add_headers(request)
+    assert request.headers["Host"] == "hooks.example.org"
+    with mock.patch.object(requests.adapters.HTTPAdapter, "send") as send:
+        adapter.send(request, proxies={"http": "http://proxy.internal:3128"})
+    assert send.call_args.kwargs["proxies"] is None
