@@ -172,6 +172,35 @@ STORAGES = {
     },
 }
 
+# --- Media on S3-compatible object storage (django-storages) --------------------------------------
+# STORAGE_BACKEND=s3 (or the class path) keeps media in one private bucket shared by web and workers
+# (AWS S3, MinIO, Ceph...). Files are only ever served through the permission-checked views: no
+# ACL, no public URLs. Credentials are not settings: boto3 reads AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY (or a profile, or an instance role) from the environment itself. Nothing
+# imports boto3 unless this backend is chosen.
+S3_STORAGE_BACKEND = "storages.backends.s3.S3Storage"
+if STORAGES["default"]["BACKEND"] in ("s3", S3_STORAGE_BACKEND):
+    _s3_bucket = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+    if not _s3_bucket:
+        raise ImproperlyConfigured(
+            "AWS_STORAGE_BUCKET_NAME must be set when STORAGE_BACKEND is s3."
+        )
+    _s3_encryption = env.str("AWS_S3_SERVER_SIDE_ENCRYPTION", default="")  # AES256 or aws:kms
+    STORAGES["default"] = {
+        "BACKEND": S3_STORAGE_BACKEND,
+        "OPTIONS": {
+            "bucket_name": _s3_bucket,
+            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            # `path` for most self-hosted endpoints (MinIO, Ceph); empty: boto3 decides.
+            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="") or None,
+            "default_acl": None,  # the bucket's policy applies: keep it private
+            "querystring_auth": True,  # should a URL ever be built, it is signed and expires
+            "file_overwrite": True,  # heat-maps are rewritten under fixed names
+            "object_parameters": {"ServerSideEncryption": _s3_encryption} if _s3_encryption else {},
+        },
+    }
+
 # --- Internationalisation ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
