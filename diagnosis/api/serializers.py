@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any
 
 from django.conf import settings
@@ -19,16 +21,31 @@ from diagnosis.models import (
     Review,
     XrayImage,
 )
-from diagnosis.selectors.api import prediction_pick
+from diagnosis.selectors.api import (
+    CASE_LIST_COLUMNS,
+    CaseDetail,
+    ImageResults,
+    prediction_row_pick,
+)
 from diagnosis.selectors.reviews import case_review_stage
 
 
-def _iso(value: Any) -> str | None:
-    """What DRF's DateTimeField renders (ISO 8601 in the current time zone, UTC as "Z"), cheaper."""
+def _iso(value: Any, tz: tzinfo | None = None) -> str | None:
+    """What DRF's DateTimeField renders (ISO 8601 in the current time zone, UTC as "Z"), cheaper.
+    `tz`: the current time zone when the caller has it (`_tz`); looking it up costs more than
+    the conversion (a list page renders 50 timestamps)."""
     if value is None:
         return None
-    text = timezone.localtime(value).isoformat()
+    text = value.astimezone(tz or timezone.get_current_timezone()).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _tz(context: dict[str, Any]) -> tzinfo:
+    """The current time zone, looked up once per serialisation."""
+    tz = context.get("_tz")
+    if tz is None:
+        tz = context["_tz"] = timezone.get_current_timezone()
+    return tz
 
 
 def _absolute(context: dict[str, Any], url: str) -> str:
@@ -115,77 +132,92 @@ class CaseListOutputSerializer(serializers.Serializer):
     def get_url(self, case: Case) -> str:
         return case_url(self.context, case.uuid)
 
-    def to_representation(self, instance: Case) -> dict[str, Any]:
-        # Lists render many rows: build them directly (the fields above describe the schema).
-        return {
-            "id": str(instance.uuid),
-            "url": case_url(self.context, instance.uuid),
-            "patient_ref": instance.patient_ref,
-            "body_part": instance.body_part,
-            "status": instance.status,
-            "source": instance.source,
-            "urgent": instance.urgent,
-            "final_label": instance.final_label or None,
-            "image_count": self._image_count(instance),
-            "created_at": _iso(instance.created_at),
-            "updated_at": _iso(instance.updated_at),
-        }
-
-    def _image_count(self, instance: Case) -> int:
-        return instance.image_count
+    def to_representation(self, instance: Mapping[str, Any]) -> dict[str, Any]:
+        # Lists render many rows: build them directly from the selector's values (the fields
+        # above describe the schema).
+        return case_summary_data(instance, self.context)
 
 
-def prediction_data(prediction: Prediction, context: dict[str, Any], case_uuid: Any) -> dict:
-    """PredictionOutputSerializer's fields, rendered directly (a case page renders several)."""
-    version = prediction.model_version
-    threshold = (version.thresholds or {}).get(version.default_operating_point)
-    heatmap_url = None
-    if prediction.status == Prediction.Status.DONE and prediction.heatmap:
-        heatmap_url = _absolute(
-            context,
-            reverse(
-                "api:case-image-heatmap",
-                kwargs={"uuid": case_uuid, "image_id": prediction.image_id},
-            ),
+def case_summary_data(row: Mapping[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """A case list row from `api_case_list`'s values (the detail adds to the same fields)."""
+    tz = _tz(context)
+    return {
+        "id": str(row["uuid"]),
+        "url": case_url(context, row["uuid"]),
+        "patient_ref": row["patient_ref"],
+        "body_part": row["body_part"],
+        "status": row["status"],
+        "source": row["source"],
+        "urgent": row["urgent"],
+        "final_label": row["final_label"] or None,
+        "image_count": row["image_count"],
+        "created_at": _iso(row["created_at"], tz),
+        "updated_at": _iso(row["updated_at"], tz),
+    }
+
+
+def _image_url_templates(context: dict[str, Any], case_uuid: Any) -> tuple[str, str]:
+    """The case's image file and heat-map URLs with an image id slot, reversed once."""
+    templates = context.get("_image_url_templates")
+    if templates is None:
+        kwargs = {"uuid": case_uuid, "image_id": 0}
+        templates = context["_image_url_templates"] = (
+            _absolute(context, reverse("api:case-image-file", kwargs=kwargs)),
+            _absolute(context, reverse("api:case-image-heatmap", kwargs=kwargs)),
         )
+    return templates
+
+
+def _image_url(template: str, image_id: int) -> str:
+    head, _, tail = template.rpartition("/images/0/")
+    return f"{head}/images/{image_id}/{tail}"
+
+
+def prediction_data(
+    prediction: Mapping[str, Any], context: dict[str, Any], case_uuid: Any, image_id: int
+) -> dict:
+    """PredictionOutputSerializer's fields from a prediction row of `api_case_detail`."""
+    threshold = (prediction["thresholds"] or {}).get(prediction["operating_point"])
+    heatmap_url = None
+    if prediction["status"] == Prediction.Status.DONE and prediction["heatmap"]:
+        heatmap_url = _image_url(_image_url_templates(context, case_uuid)[1], image_id)
     return {
-        "status": prediction.status,
-        "probability": prediction.probability,
-        "label": prediction.label or None,
-        "operating_point": version.default_operating_point,
+        "status": prediction["status"],
+        "probability": prediction["probability"],
+        "label": prediction["label"] or None,
+        "operating_point": prediction["operating_point"],
         "threshold": float(threshold) if threshold is not None else None,
-        "labels": {str(k): str(v) for k, v in (prediction.labels or {}).items()},
-        "model_version": version.version,
+        "labels": {str(k): str(v) for k, v in (prediction["labels"] or {}).items()},
+        "model_version": prediction["version"],
         "heatmap_url": heatmap_url,
-        "error": prediction.error,
-        "finished_at": _iso(prediction.finished_at),
+        "error": prediction["error"],
+        "finished_at": _iso(prediction["finished_at"], _tz(context)),
     }
 
 
-def read_data(review: Review) -> dict[str, Any]:
+def read_data(read: Mapping[str, Any], tz: tzinfo | None = None) -> dict[str, Any]:
     return {
-        "read_number": review.read_number,
-        "decision": review.decision,
-        "final_label": review.final_label,
-        "reviewer": review.reviewer.username,
-        "created_at": _iso(review.created_at),
+        "read_number": read["read_number"],
+        "decision": read["decision"],
+        "final_label": read["final_label"],
+        "reviewer": read["reviewer_name"],
+        "created_at": _iso(read["created_at"], tz),
     }
 
 
-def image_data(image: XrayImage, context: dict[str, Any], case_uuid: Any) -> dict[str, Any]:
-    prediction = prediction_pick(image.predictions.all())
-    file_url = reverse("api:case-image-file", kwargs={"uuid": case_uuid, "image_id": image.pk})
+def image_data(image: ImageResults, context: dict[str, Any], case_uuid: Any) -> dict[str, Any]:
+    prediction = prediction_row_pick(image.predictions)
     return {
-        "id": image.pk,
+        "id": image.id,
         "position": image.position,
         "width": image.width,
         "height": image.height,
         "source_format": image.source_format,
-        "file_url": _absolute(context, file_url),
+        "file_url": _image_url(_image_url_templates(context, case_uuid)[0], image.id),
         "prediction": None
         if prediction is None
-        else prediction_data(prediction, context, case_uuid),
-        "reads": [read_data(review) for review in image.reviews.all()],
+        else prediction_data(prediction, context, case_uuid, image.id),
+        "reads": [read_data(read, _tz(context)) for read in image.reads],
     }
 
 
@@ -256,40 +288,39 @@ class CaseDetailOutputSerializer(CaseListOutputSerializer):
     review = CaseReviewOutputSerializer()
     images = ImageOutputSerializer(many=True)
 
-    def to_representation(self, instance: Case) -> dict[str, Any]:
-        # Built directly, like the list rows (the fields above describe the schema; a test
-        # checks that both agree).
-        images = list(instance.images.all())
-        data = super().to_representation(instance)
+    def to_representation(self, instance: CaseDetail) -> dict[str, Any]:
+        # Built directly from `api_case_detail`, like the list rows (the fields above describe
+        # the schema; a test checks that both agree).
+        case, images = instance.case, instance.images
+        row = {name: getattr(case, name) for name in CASE_LIST_COLUMNS}
+        data = case_summary_data({**row, "image_count": len(images)}, self.context)
+        tz = _tz(self.context)
         data.update(
             {
-                "clinical_question": instance.clinical_question,
-                "status_reason": instance.status_reason,
-                "queued_at": _iso(instance.queued_at),
-                "predicted_at": _iso(instance.predicted_at),
-                "reviewed_at": _iso(instance.reviewed_at),
+                "clinical_question": case.clinical_question,
+                "status_reason": case.status_reason,
+                "queued_at": _iso(case.queued_at, tz),
+                "predicted_at": _iso(case.predicted_at, tz),
+                "reviewed_at": _iso(case.reviewed_at, tz),
                 "model_version": self._model_version(images),
-                "review": self._review(instance, images),
-                "images": [image_data(image, self.context, instance.uuid) for image in images],
+                "review": self._review(case, images, tz),
+                "images": [image_data(image, self.context, case.uuid) for image in images],
             }
         )
         return data
 
-    def _image_count(self, instance: Case) -> int:
-        return len(instance.images.all())
-
     @staticmethod
-    def _model_version(images: list[XrayImage]) -> str | None:
+    def _model_version(images: list[ImageResults]) -> str | None:
         for image in images:
-            prediction = prediction_pick(image.predictions.all())
+            prediction = prediction_row_pick(image.predictions)
             if prediction is not None:
-                return prediction.model_version.version
+                return prediction["version"]
         return None
 
     @staticmethod
-    def _review(case: Case, images: list[XrayImage]) -> dict[str, Any]:
-        reads = [read for image in images for read in image.reviews.all()]
-        last = max(reads, key=lambda r: (r.created_at, r.pk), default=None)
+    def _review(case: Case, images: list[ImageResults], tz: tzinfo) -> dict[str, Any]:
+        reads = [read for image in images for read in image.reads]
+        last = max(reads, key=lambda r: (r["created_at"], r["id"]), default=None)
         if case.status == Case.Status.REVIEWED:
             status = "reviewed"
         elif case.status == Case.Status.IN_REVIEW:
@@ -299,8 +330,8 @@ class CaseDetailOutputSerializer(CaseListOutputSerializer):
         return {
             "status": status,
             "final_label": case.final_label or None,
-            "reviewed_by": last.reviewer.username if last is not None else None,
-            "reviewed_at": _iso(case.reviewed_at),
+            "reviewed_by": last["reviewer_name"] if last is not None else None,
+            "reviewed_at": _iso(case.reviewed_at, tz),
             "needs_second_read": case.needs_second_read,
             "needs_adjudication": case.needs_adjudication,
         }

@@ -211,9 +211,9 @@ class CaseViewSet(ApiViewSet):
 
     @extend_schema(responses=s.CaseDetailOutputSerializer, summary="A case and its results")
     def retrieve(self, request: Request, uuid: str) -> Response:
-        case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
-        self.audit("case.view", case)
-        return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)
+        detail = api_selectors.api_case_detail(user=request.user, case_uuid=uuid)
+        self.audit("case.view", detail.case)
+        return Response(s.CaseDetailOutputSerializer(detail, context={"request": request}).data)
 
     @extend_schema(
         request=None, responses=s.CaseDetailOutputSerializer, summary="Cancel a pending case"
@@ -222,8 +222,8 @@ class CaseViewSet(ApiViewSet):
     def cancel(self, request: Request, uuid: str) -> Response:
         case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
         case_cancel(case=case, user=request.user)
-        case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
-        return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)
+        detail = api_selectors.api_case_detail(user=request.user, case_uuid=uuid)
+        return Response(s.CaseDetailOutputSerializer(detail, context={"request": request}).data)
 
     @extend_schema(responses={200: _FILE_RESPONSE}, summary="Download an image (canonical PNG)")
     @action(detail=True, methods=["get"], url_path=r"images/(?P<image_id>[0-9]{1,18})/file")
@@ -355,8 +355,8 @@ class ReviewCaseViewSet(ApiViewSet):
         data.is_valid(raise_exception=True)
         reads = [ImageRead(**read) for read in data.validated_data["reads"]]
         review_submit(case=self._case(uuid), user=request.user, reads=reads, request=request)
-        case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
-        return Response(s.CaseDetailOutputSerializer(case, context={"request": request}).data)
+        detail = api_selectors.api_case_detail(user=request.user, case_uuid=uuid)
+        return Response(s.CaseDetailOutputSerializer(detail, context={"request": request}).data)
 
 
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:

@@ -195,3 +195,71 @@ def test_list_rows_render_like_drf_fields(owner_api, clinician):
     assert row["updated_at"] == field.to_representation(case.updated_at)
     assert row["final_label"] is None
     assert row["image_count"] == 0
+
+
+def test_detail_groups_predictions_and_reads_per_image_in_six_queries(
+    owner_api, clinician, radiologist, django_assert_num_queries
+):
+    """Each image shows its newest finished prediction (else its newest attempt) and its own
+    reads in order; an image without predictions has none. Queries: token, permissions, case,
+    images with predictions, reads, the audit INSERT."""
+    case = factories.CaseFactory(created_by=clinician, status="in_review")
+    first = factories.XrayImageFactory(case=case, position=0)
+    second = factories.XrayImageFactory(case=case, position=1)
+    third = factories.XrayImageFactory(case=case, position=2)
+    old_version = factories.ModelVersionFactory(status="retired")
+    active = factories.ModelVersionFactory()
+    done = factories.PredictionFactory(image=first, model_version=old_version, probability=0.3)
+    factories.PredictionFactory(
+        image=first, model_version=active, status="failed", probability=None, error="oom"
+    )
+    factories.PredictionFactory(
+        image=second, model_version=active, status="running", probability=None, label=""
+    )
+    second_reader = factories.RadiologistFactory(username="rad_second")
+    Review.objects.create(
+        image=first, reviewer=radiologist, decision="confirm", final_label="fractured"
+    )
+    Review.objects.create(
+        image=first,
+        reviewer=second_reader,
+        decision="correct",
+        final_label="not_fractured",
+        read_number=2,
+    )
+    Review.objects.create(
+        image=third, reviewer=radiologist, decision="confirm", final_label="not_fractured"
+    )
+    url = f"{LIST_URL}{case.uuid}/"
+    owner_api.get(url)  # the token's first use writes last_used_at
+    with django_assert_num_queries(6):
+        body = owner_api.get(url).json()
+    images = body["images"]
+    assert [image["id"] for image in images] == [first.pk, second.pk, third.pk]
+    assert body["image_count"] == 3
+    assert images[0]["prediction"]["status"] == "done"
+    assert images[0]["prediction"]["probability"] == pytest.approx(done.probability)
+    assert images[0]["prediction"]["model_version"] == old_version.version
+    assert images[0]["prediction"]["heatmap_url"] is None  # no heat-map stored
+    assert [read["reviewer"] for read in images[0]["reads"]] == ["rad_a", "rad_second"]
+    assert [read["read_number"] for read in images[0]["reads"]] == [1, 2]
+    assert images[1]["prediction"]["status"] == "running"
+    assert images[1]["prediction"]["label"] is None
+    assert images[1]["reads"] == []
+    assert images[2]["prediction"] is None
+    assert [read["reviewer"] for read in images[2]["reads"]] == ["rad_a"]
+    assert images[2]["file_url"].endswith(f"/cases/{case.uuid}/images/{third.pk}/file/")
+    assert body["model_version"] == old_version.version
+    assert body["review"]["status"] == "in_review"
+
+
+def test_list_page_in_five_queries(owner_api, clinician, django_assert_num_queries):
+    """Token, permissions, COUNT, the page (image counts as a subquery), the audit INSERT."""
+    for _ in range(3):
+        case = factories.CaseFactory(created_by=clinician)
+        factories.XrayImageFactory(case=case)
+    owner_api.get(LIST_URL)  # the token's first use writes last_used_at
+    with django_assert_num_queries(5):
+        body = owner_api.get(LIST_URL, {"page_size": 2}).json()
+    assert body["count"] == 3
+    assert [row["image_count"] for row in body["results"]] == [1, 1]
