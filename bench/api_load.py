@@ -349,8 +349,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--cases-per-client", type=int, default=60)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
+    # Defaults: the layout docker-compose.yml deploys (3 sync workers, WEB_CONCURRENCY).
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/fp_api_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/13")
