@@ -277,7 +277,10 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     import keras
     from keras import layers
 
-    pairs = _foldable_pairs(model)
+    try:
+        pairs = _foldable_pairs(model)
+    except AttributeError:  # a Keras without the graph attributes read above: serve it unfolded
+        return model
     if not pairs:
         return model
     folded_bns = {bn.name for bn in pairs.values()}
