@@ -257,6 +257,35 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_BACKOFF_BASE_SECONDS = env.int("WEBHOOK_BACKOFF_BASE_SECONDS", default=30)
 WEBHOOK_BACKOFF_MAX_SECONDS = env.int("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600)
 
+
+def _webhook_proxy_url(value: str) -> str:
+    """An http(s) forward proxy URL (`http://[user:password@]host:port`), or "" for none."""
+    from urllib.parse import urlsplit
+
+    if not value:
+        return ""
+    problem = ""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # ValueError on a port that is not a number in range
+    except ValueError:
+        problem = "its port is invalid"
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it has no host"
+        elif parts.path not in ("", "/") or parts.query or parts.fragment:
+            problem = "it must not have a path, query or fragment"
+    if problem:
+        raise ImproperlyConfigured(f"WEBHOOK_PROXY_URL is malformed: {problem}.")
+    return value
+
+
+# Deliveries go through this egress proxy when set (https targets by CONNECT); the environment's
+# HTTP(S)_PROXY is never used for webhooks.
+WEBHOOK_PROXY_URL = _webhook_proxy_url(env.str("WEBHOOK_PROXY_URL", default=""))
+
 # --- Celery -------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 # No broker configured: the embedded default runs tasks in-process, with the same code.

@@ -9,6 +9,11 @@ are refused (WEBHOOK_ALLOW_PRIVATE_TARGETS) so a webhook cannot reach the intern
 The POST goes to exactly an address that was vetted (never to a second DNS answer, which a hostile
 DNS server could point inside: DNS rebinding), with the URL's hostname kept for the Host header,
 TLS SNI and certificate verification.
+With WEBHOOK_PROXY_URL set, every attempt goes through that egress proxy instead (https targets by
+CONNECT, so TLS stays end-to-end and the certificate is still checked against the hostname). The
+URL is still checked and resolved here first, so obviously internal names are refused, but the
+proxy resolves the host itself and pinning cannot apply: the proxy's egress policy must refuse
+internal destinations. The environment's HTTP(S)_PROXY variables are never used.
 """
 
 from __future__ import annotations
@@ -147,7 +152,7 @@ class PinnedAddressAdapter(HTTPAdapter):
     The URL keeps its hostname: only the connection pool is opened on the address, with
     `server_hostname` (TLS SNI) and `assert_hostname` (certificate check) set to the hostname,
     and the Host header is the URL's host[:port]. Proxies are ignored: a proxy would resolve the
-    hostname itself.
+    hostname itself (WEBHOOK_PROXY_URL goes through EgressProxyAdapter instead).
     """
 
     def __init__(self, *, address: str) -> None:
@@ -186,6 +191,32 @@ class PinnedAddressAdapter(HTTPAdapter):
         )
 
 
+class EgressProxyAdapter(HTTPAdapter):
+    """Sends every request through `proxy_url` (WEBHOOK_PROXY_URL), whatever the environment says.
+
+    http targets as an absolute-URI request to the proxy, https targets through a CONNECT tunnel
+    (TLS to the target inside it: SNI and certificate check on the URL's hostname). The proxies
+    requests would take from HTTP(S)_PROXY / NO_PROXY are replaced, never merged.
+    """
+
+    def __init__(self, *, proxy_url: str) -> None:
+        self.proxies = {"http": proxy_url, "https": proxy_url}
+        super().__init__(max_retries=0)
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        return super().send(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=self.proxies
+        )
+
+
 def _connect_failed(exc: requests.RequestException) -> bool:
     """True when no connection was made (so nothing was sent and another address may be tried)."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -216,6 +247,21 @@ def _post_pinned(
                 if index + 1 == len(addresses) or not _connect_failed(exc):
                     raise
     raise AssertionError("unreachable: a WebhookTarget has at least one address")
+
+
+def _post_via_proxy(*, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    """POST through WEBHOOK_PROXY_URL, which resolves the host and connects to it itself."""
+    with requests.Session() as session:
+        adapter = EgressProxyAdapter(proxy_url=settings.WEBHOOK_PROXY_URL)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            allow_redirects=False,  # a redirect could point anywhere, including inside
+        )
 
 
 def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
@@ -293,7 +339,8 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
     if not client.is_active or not client.webhook_url:
         return _record(delivery, status=WebhookDelivery.Status.FAILED, error="client disabled")
     try:
-        # Resolved once here; the POST connects only to these addresses (no DNS rebinding).
+        # Resolved once here; the POST connects only to these addresses (no DNS rebinding), or,
+        # through WEBHOOK_PROXY_URL, to the proxy (which resolves the host again itself).
         target = webhook_target_resolve(url=client.webhook_url)
     except WebhookHostUnresolvedError as exc:
         if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
@@ -321,7 +368,12 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
         DELIVERY_HEADER: str(delivery.pk),
     }
     try:
-        response = _post_pinned(target=target, url=client.webhook_url, body=body, headers=headers)
+        if settings.WEBHOOK_PROXY_URL:
+            response = _post_via_proxy(url=client.webhook_url, body=body, headers=headers)
+        else:
+            response = _post_pinned(
+                target=target, url=client.webhook_url, body=body, headers=headers
+            )
     except requests.RequestException as exc:
         return _network_error(
             delivery, error=f"{type(exc).__name__}: {exc}", final_attempt=final_attempt, extra=extra

@@ -89,6 +89,40 @@ def test_production_values_without_debug():
     }
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "proxy.internal:3128",
+        "socks5://proxy.internal:1080",
+        "ftp://proxy.internal:21",
+        "http://",
+        "http://:3128",
+        "http://proxy.internal:99999",
+        "http://proxy.internal:port",
+        "http://proxy.internal:3128/path",
+        "http://proxy.internal:3128?x=1",
+    ],
+)
+def test_malformed_webhook_proxy_url_raises_improperly_configured(value):
+    env = _env(DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION_ENV)
+    env["WEBHOOK_PROXY_URL"] = value
+    result = _run(["-c", "import fracture_portal.settings"], env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "WEBHOOK_PROXY_URL is malformed" in result.stderr
+
+
+def test_webhook_proxy_url_accepts_http_and_https_proxies_with_credentials():
+    code = "import fracture_portal.settings as s; print(repr(s.WEBHOOK_PROXY_URL))"
+    for value in ("", "http://proxy.internal:3128", "https://egress:p%40ss@10.0.0.8:8443/"):
+        env = _env(DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION_ENV)
+        env["WEBHOOK_PROXY_URL"] = value
+        result = _run(["-c", code], env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == repr(value)
+    assert settings.WEBHOOK_PROXY_URL == ""  # the test settings deliver directly
+
+
 def test_reliability_settings():
     assert settings.FILE_UPLOAD_PERMISSIONS == 0o600
     assert settings.FILE_UPLOAD_DIRECTORY_PERMISSIONS == 0o700

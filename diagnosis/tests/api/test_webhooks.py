@@ -1,16 +1,22 @@
 """Webhooks: recorded once per event, dispatched after commit, signed, retried on 5xx and network
-errors (not 4xx), SSRF-guarded, pinned to the vetted address (no DNS rebinding). A real HTTP
-server on 127.0.0.1 receives the deliveries."""
+errors (not 4xx), SSRF-guarded, pinned to the vetted address (no DNS rebinding), or sent through
+WEBHOOK_PROXY_URL (never the environment's proxy). A real HTTP server on 127.0.0.1 receives the
+deliveries, through a real forward proxy on 127.0.0.1 where one is configured."""
 
 from __future__ import annotations
 
+import datetime
 import errno
+import http.client
 import json
+import select
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -38,7 +44,7 @@ pytestmark = pytest.mark.django_db
 class Receiver:
     """A loopback HTTP server answering with the queued status codes (then 200)."""
 
-    def __init__(self, statuses: list[int]) -> None:
+    def __init__(self, statuses: list[int], tls: ssl.SSLContext | None = None) -> None:
         self.statuses = list(statuses)
         self.requests: list[dict] = []
         receiver = self
@@ -58,6 +64,8 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -441,3 +449,258 @@ def test_http_pool_on_an_ipv6_address_ignores_proxies():
     with mock.patch.object(requests.adapters.HTTPAdapter, "send") as send:
         adapter.send(request, proxies={"http": "http://proxy.internal:3128"})
     assert send.call_args.kwargs["proxies"] is None
+
+
+class ForwardProxy:
+    """A loopback forward proxy. An absolute-URI request (`POST http://host:port/path`) is forwarded
+    to the target and its answer relayed; `CONNECT host:port` opens a byte tunnel. `routes` stands
+    for the proxy's own DNS (hostname -> (address, port)); other hosts are connected to as named.
+    `seen` records each request line and its headers."""
+
+    def __init__(self, routes: dict[str, tuple[str, int]] | None = None) -> None:
+        self.routes = routes or {}
+        self.seen: list[dict] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _upstream(self, host: str, port: int) -> tuple[str, int]:
+                return proxy.routes.get(host, (host, port))
+
+            def do_POST(self) -> None:
+                proxy.seen.append(
+                    {"method": "POST", "target": self.path, "headers": dict(self.headers)}
+                )
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                parts = urlsplit(self.path)
+                upstream = http.client.HTTPConnection(
+                    *self._upstream(parts.hostname or "", parts.port or 80), timeout=5
+                )
+                hop_by_hop = {"proxy-authorization", "proxy-connection", "connection"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+                upstream.request("POST", parts.path or "/", body=body, headers=headers)  # same Host
+                answer = upstream.getresponse()
+                data = answer.read()
+                upstream.close()
+                self.send_response(answer.status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_CONNECT(self) -> None:
+                proxy.seen.append(
+                    {"method": "CONNECT", "target": self.path, "headers": dict(self.headers)}
+                )
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection(self._upstream(host, int(port)), timeout=5)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    while True:
+                        readable, _, _ = select.select([self.connection, upstream], [], [], 5)
+                        if not readable:
+                            return
+                        for sock in readable:
+                            data = sock.recv(65536)
+                            if not data:
+                                return
+                            (upstream if sock is self.connection else self.connection).sendall(data)
+                finally:
+                    upstream.close()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ForwardProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _env_proxies(monkeypatch, url: str) -> None:
+    """Proxy variables as a shell might export them; webhook deliveries must never use them."""
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.setenv(name, url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_delivery_goes_through_the_configured_proxy(clinician, settings, monkeypatch):
+    """Production-like: the portal vets a public answer for the name, then connects only to the
+    proxy, which gets the absolute URI with the original hostname and reaches the receiver by
+    its own resolution. The environment's proxies (and NO_PROXY) change nothing."""
+    with Receiver([]) as receiver, ForwardProxy() as decoy:
+        port = receiver.server.server_port
+        routes = {"hooks.test": ("127.0.0.1", port)}
+        with ForwardProxy(routes) as proxy:
+            settings.WEBHOOK_PROXY_URL = (
+                f"http://portal:s3cret@127.0.0.1:{proxy.server.server_port}"
+            )
+            _env_proxies(monkeypatch, decoy.url)
+            monkeypatch.setenv("NO_PROXY", "*")
+            client, case = _api_case(clinician, f"http://hooks.test:{port}/hook")
+            with mock.patch("diagnosis.tasks.webhooks.webhook_deliver.delay"):
+                delivery = webhook_notify(case=case, event="case.predicted")
+            settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+            lookups = _fake_dns(monkeypatch, {"hooks.test": [[PUBLIC_V4]]})
+            connects = _unreachable(monkeypatch, PUBLIC_V4)
+            webhook_deliver.apply(args=[delivery.pk])
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.DELIVERED, delivery.last_error
+    assert (delivery.attempts, delivery.last_status_code) == (1, 200)
+    assert lookups.count("hooks.test") == 1  # the portal's own check, once
+    assert connects == [("127.0.0.1", proxy.server.server_port)]  # the proxy, nothing else
+    assert decoy.seen == []
+    [seen] = proxy.seen
+    assert (seen["method"], seen["target"]) == ("POST", f"http://hooks.test:{port}/hook")
+    assert seen["headers"]["Proxy-Authorization"].startswith("Basic ")  # from the proxy URL
+    [request] = receiver.requests
+    assert request["headers"]["Host"] == f"hooks.test:{port}"
+    assert "Proxy-Authorization" not in request["headers"]
+    assert webhook_verify(
+        secret=client.webhook_secret,
+        body=request["body"],
+        header=request["headers"]["X-Fracture-Signature"],
+    )
+    assert AuditEvent.objects.get(action="webhook.deliver").outcome == "success"
+
+
+def test_without_a_configured_proxy_the_environment_proxy_is_not_used(
+    clinician, settings, monkeypatch
+):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_PROXY_URL = ""
+    with Receiver([]) as receiver, ForwardProxy() as env_proxy:
+        _env_proxies(monkeypatch, env_proxy.url)
+        client, case = _api_case(clinician, receiver.url)
+        with mock.patch("diagnosis.tasks.webhooks.webhook_deliver.delay"):
+            delivery = webhook_notify(case=case, event="case.predicted")
+        connects = _unreachable(monkeypatch)
+        webhook_deliver.apply(args=[delivery.pk])
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.DELIVERED, delivery.last_error
+    assert env_proxy.seen == []
+    assert connects == [("127.0.0.1", receiver.server.server_port)]  # direct, to the vetted address
+    [request] = receiver.requests
+    assert webhook_verify(
+        secret=client.webhook_secret,
+        body=request["body"],
+        header=request["headers"]["X-Fracture-Signature"],
+    )
+
+
+def test_private_targets_are_refused_before_the_proxy_is_contacted(clinician, settings):
+    with Receiver([]) as receiver, ForwardProxy() as proxy:
+        delivery = _queued(clinician, receiver.url)
+        settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+        settings.WEBHOOK_PROXY_URL = proxy.url
+        webhook_deliver.apply(args=[delivery.pk])
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert "private" in delivery.last_error
+    assert proxy.seen == []
+    assert receiver.requests == []
+
+
+def test_an_unreachable_proxy_is_a_network_error_and_retried(clinician, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_MAX_ATTEMPTS = 2
+    settings.WEBHOOK_PROXY_URL = "http://portal:s3cret@127.0.0.1:9"  # discard port: refused
+    with Receiver([]) as receiver:
+        delivery = _queued(clinician, receiver.url)
+        webhook_deliver.apply(args=[delivery.pk])
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert delivery.attempts == 2
+    assert delivery.last_error.startswith(("ProxyError", "ConnectionError"))
+    assert "s3cret" not in delivery.last_error
+    assert receiver.requests == []
+
+
+def _self_signed(tmp_path, hostname: str) -> tuple[ssl.SSLContext, str]:
+    """A server context with a fresh self-signed certificate for `hostname`, and the CA file path."""
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, str(cert_file)
+
+
+@pytest.mark.parametrize("hostname", ["hooks.test", "impostor.test"])
+def test_https_goes_through_a_connect_tunnel_with_the_certificate_checked(
+    clinician, settings, monkeypatch, tmp_path, hostname
+):
+    """TLS runs end to end inside the CONNECT tunnel: the receiver's certificate (for hooks.test)
+    is checked against the URL's hostname, so a name it does not cover fails the handshake."""
+    tls, ca_file = _self_signed(tmp_path, "hooks.test")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_file)  # the receiver's certificate is trusted
+    with Receiver([], tls=tls) as receiver:
+        port = receiver.server.server_port
+        with ForwardProxy({hostname: ("127.0.0.1", port)}) as proxy:
+            settings.WEBHOOK_PROXY_URL = proxy.url
+            _env_proxies(monkeypatch, "http://127.0.0.1:9")
+            client, case = _api_case(clinician, f"https://{hostname}:{port}/hook")
+            with mock.patch("diagnosis.tasks.webhooks.webhook_deliver.delay"):
+                delivery = webhook_notify(case=case, event="case.predicted")
+            settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+            _fake_dns(monkeypatch, {hostname: [[PUBLIC_V4]]})
+            webhooks.webhook_deliver(delivery_id=delivery.pk, final_attempt=True)
+    [seen] = proxy.seen
+    assert (seen["method"], seen["target"]) == ("CONNECT", f"{hostname}:{port}")
+    delivery.refresh_from_db()
+    if hostname == "impostor.test":
+        assert delivery.status == WebhookDelivery.Status.FAILED
+        assert delivery.last_error.startswith("SSLError")
+        assert receiver.requests == []
+        return
+    assert delivery.status == WebhookDelivery.Status.DELIVERED, delivery.last_error
+    [request] = receiver.requests
+    assert request["headers"]["Host"] == f"hooks.test:{port}"
+    assert webhook_verify(
+        secret=client.webhook_secret,
+        body=request["body"],
+        header=request["headers"]["X-Fracture-Signature"],
+    )
