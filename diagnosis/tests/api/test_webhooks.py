@@ -633,7 +633,6 @@ def test_an_unreachable_proxy_is_a_network_error_and_retried(clinician, settings
 
 def _self_signed(tmp_path, hostname: str) -> tuple[ssl.SSLContext, str]:
     """A server context with a fresh self-signed certificate for `hostname`, and the CA file path."""
-    pytest.importorskip("cryptography")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
