@@ -6,12 +6,13 @@ fully and strictly, and re-encodes one 8-bit grayscale PNG (which drops EXIF, tr
 appended payload). Every rejection raises `InvalidUploadError` with a stable `code`:
 
 - `empty_file` (400), `file_too_large` (413): size checks, before anything is parsed;
-- `unsupported_format`: not PNG, JPEG (baseline/extended/progressive) or DICOM, whatever its name;
+- `unsupported_format`: not PNG, JPEG (baseline/extended/progressive) or DICOM, whatever its name,
+  or DICOM in a compression we do not decode (see `dicom.SUPPORTED_COMPRESSIONS`);
 - `image_too_large`: header dimensions above settings.UPLOAD_MAX_PIXELS;
 - `multi_frame`: APNG, multi-picture JPEG or multi-frame DICOM;
 - `corrupt_image`: malformed, truncated or otherwise undecodable PNG/JPEG;
 - `invalid_dicom`: DICOM that cannot be parsed, lacks an image, or whose pixel data does not match
-  its header (also non-DICOM bytes in a file named `.dcm`).
+  its header or is truncated or corrupt (also non-DICOM bytes in a file named `.dcm`).
 """
 
 from __future__ import annotations

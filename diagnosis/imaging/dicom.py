@@ -5,9 +5,11 @@ Nothing read from a data set is logged, and error messages never quote its value
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +21,22 @@ from pydicom import config as pydicom_config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import parse_basic_offsets
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    JPEG2000,
     UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
     generate_uid,
 )
 
@@ -266,6 +278,42 @@ _METADATA_KEYWORDS = (
     "DeidentificationMethod",
 )
 _SAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._:/\\^+-]")
+# Compressed transfer syntaxes we decode, each with the one pydicom decoding plugin that does it
+# (never a fallback to another plugin): pydicom's own RLE decoder, Pillow for the JPEG DCT processes
+# (8 bit), GDCM (BSD) for JPEG Lossless (Process 14, SV1 or any predictor), JPEG-LS and JPEG 2000
+# at up to 16 bits. Anything else compressed (HTJ2K, MPEG/HEVC video, deflated images...) is
+# refused before decoding.
+_DECODING_PLUGINS: dict[str, str] = {
+    RLELossless: "pydicom",
+    JPEGBaseline8Bit: "pillow",
+    JPEGExtended12Bit: "pillow",
+    JPEGLossless: "gdcm",
+    JPEGLosslessSV1: "gdcm",
+    JPEGLSLossless: "gdcm",
+    JPEGLSNearLossless: "gdcm",
+    JPEG2000Lossless: "gdcm",
+    JPEG2000: "gdcm",
+}
+SUPPORTED_COMPRESSIONS = "RLE, JPEG baseline, JPEG lossless, JPEG-LS or JPEG 2000"
+_JPEG_FAMILY = frozenset(
+    {
+        JPEGBaseline8Bit,
+        JPEGExtended12Bit,
+        JPEGLossless,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+    }
+)
+_J2K_FAMILY = frozenset({JPEG2000Lossless, JPEG2000})
+_JPEG_SOI = b"\xff\xd8"
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_END_OF_IMAGE = b"\xff\xd9"  # JPEG and JPEG-LS EOI, JPEG 2000 EOC
+# Start-of-frame markers: JPEG SOF0-SOF15 (not DHT, JPG, DAC) and JPEG-LS SOF55.
+_SOF_MARKERS = (frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}) | {0xF7}
+_MAX_CODESTREAM_PRECISION = 16
+_MAX_J2K_TILES = 65535  # ISO/IEC 15444-1 tile indexes stop at 65534
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 
@@ -381,7 +429,18 @@ def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
     if transfer_syntax and not transfer_syntax.is_transfer_syntax:
         raise _invalid("The DICOM transfer syntax is not one we know.", code="unsupported_format")
     compressed = bool(transfer_syntax) and transfer_syntax.is_compressed
-    if not compressed:
+    if compressed:
+        if transfer_syntax not in _DECODING_PLUGINS:
+            raise _unsupported_compression()
+        _check_encapsulated(
+            bytes(pixel_data),
+            transfer_syntax,
+            rows=rows,
+            cols=cols,
+            samples=samples,
+            max_pixels=max_pixels,
+        )
+    else:
         expected = rows * cols * frames * samples * (bits_allocated // 8)
         if len(pixel_data) < expected:
             raise _invalid("The DICOM pixel data is shorter than its header says.")
@@ -392,12 +451,149 @@ def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
         "bits_stored": bits_stored,
         "photometric": photometric,
         "compressed": compressed,
+        "plugin": _DECODING_PLUGINS.get(transfer_syntax, "") if compressed else "",
     }
 
 
+def _unsupported_compression() -> InvalidUploadError:
+    return _invalid(
+        "This DICOM compression (transfer syntax) is not supported; send uncompressed, "
+        f"{SUPPORTED_COMPRESSIONS} DICOM.",
+        code="unsupported_format",
+    )
+
+
+def _fragments(pixel_data: bytes) -> tuple[list[int], list[bytes]]:
+    """(basic offset table, fragments) of encapsulated pixel data; ValueError on any item whose
+    length runs past the data (a truncated file) or that is not a fragment item."""
+    buffer = io.BytesIO(pixel_data)
+    offsets = parse_basic_offsets(buffer)
+    fragments: list[bytes] = []
+    while head := buffer.read(8):
+        if len(head) != 8:
+            raise ValueError("truncated item header")
+        group, element, length = struct.unpack("<HHL", head)
+        if (group, element) == (0xFFFE, 0xE0DD):  # sequence delimiter
+            break
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            raise ValueError("not a fragment item")
+        fragment = buffer.read(length)
+        if len(fragment) != length:
+            raise ValueError("truncated fragment")
+        fragments.append(fragment)
+    return offsets, fragments
+
+
+def _check_encapsulated(
+    pixel_data: bytes, transfer_syntax: UID, *, rows: int, cols: int, samples: int, max_pixels: int
+) -> None:
+    """Before any decoder runs: the encapsulation is whole, holds one frame, and (JPEG family, JPEG
+    2000) that frame's own header agrees with the data set's and with the pixel cap, and the
+    codestream ends with its end marker (a truncated stream is refused here, whatever a lenient
+    decoder would make of it)."""
+    try:
+        offsets, fragments = _fragments(pixel_data)
+    except Exception as exc:  # hostile input
+        raise _invalid("The DICOM compressed pixel data is truncated or malformed.") from exc
+    if not fragments or not fragments[0]:
+        raise _invalid("The DICOM compressed pixel data is empty.")
+    if transfer_syntax in _JPEG_FAMILY:
+        starts = sum(f.startswith(_JPEG_SOI) for f in fragments)
+    elif transfer_syntax in _J2K_FAMILY:
+        starts = sum(f.startswith((_J2K_SOC_SIZ, _JP2_SIGNATURE)) for f in fragments)
+    else:  # RLE: exactly one fragment per frame (PS3.5 A.4.2)
+        starts = len(fragments)
+    if len(offsets) > 1 or starts > 1:
+        raise InvalidUploadError(
+            "Multi-frame DICOM is not accepted; upload one frame per file.", code="multi_frame"
+        )
+    if transfer_syntax not in _JPEG_FAMILY | _J2K_FAMILY:
+        return
+    frame = b"".join(fragments)
+    try:
+        if transfer_syntax in _JPEG_FAMILY:
+            width, height, components, precision = _jpeg_frame_header(frame)
+        else:
+            width, height, components, precision = _j2k_frame_header(frame)
+    except (ValueError, struct.error) as exc:
+        raise _invalid("The DICOM compressed pixel data has no readable image header.") from exc
+    if width * height > max_pixels:
+        raise InvalidUploadError(
+            f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.",
+            code="image_too_large",
+        )
+    if (width, height, components) != (cols, rows, samples):
+        raise _invalid("The DICOM pixel data does not match its header.")
+    if not 0 < precision <= _MAX_CODESTREAM_PRECISION:
+        raise _invalid(
+            "The DICOM compressed image has an unsupported bit depth.", code="unsupported_format"
+        )
+    # Odd-length codestreams are padded to even length with a NUL byte (PS3.5 8.2).
+    if not frame.rstrip(b"\x00").endswith(_END_OF_IMAGE):
+        raise _invalid("The DICOM compressed pixel data is truncated.")
+
+
+def _jpeg_frame_header(frame: bytes) -> tuple[int, int, int, int]:
+    """(width, height, components, precision) from the first JPEG / JPEG-LS start-of-frame."""
+    if not frame.startswith(_JPEG_SOI):
+        raise ValueError("no SOI")
+    offset, size = 2, len(frame)
+    while offset + 4 <= size:
+        if frame[offset] != 0xFF:
+            raise ValueError("marker expected")
+        marker = frame[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
+            offset += 2
+            continue
+        if marker in (0xD9, 0xDA):  # EOI or start of scan before any frame header
+            break
+        (length,) = struct.unpack(">H", frame[offset + 2 : offset + 4])
+        if length < 2:
+            raise ValueError("segment length")
+        if marker in _SOF_MARKERS:
+            precision, height, width, components = struct.unpack(
+                ">BHHB", frame[offset + 4 : offset + 10]
+            )
+            return width, height, components, precision
+        offset += 2 + length
+    raise ValueError("no frame header")
+
+
+def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:
+    """(width, height, components, precision of the first) from the JPEG 2000 SIZ segment (a
+    bare codestream, or one inside a JP2 wrapper as some encoders write)."""
+    start = 0 if frame.startswith(_J2K_SOC_SIZ) else -1
+    if start < 0 and frame.startswith(_JP2_SIGNATURE):
+        start = frame.find(_J2K_SOC_SIZ)
+    if start < 0:
+        raise ValueError("no SOC/SIZ")
+    (lsiz, _rsiz, xsiz, ysiz, x_off, y_off, x_tile, y_tile, x_tile_off, y_tile_off, csiz) = (
+        struct.unpack(">HHIIIIIIIIH", frame[start + 4 : start + 42])
+    )
+    if csiz == 0 or lsiz != 38 + 3 * csiz or len(frame) < start + 4 + lsiz:
+        raise ValueError("SIZ length")
+    if xsiz <= x_off or ysiz <= y_off or x_tile == 0 or y_tile == 0:
+        raise ValueError("SIZ geometry")
+    if x_tile_off > x_off or y_tile_off > y_off:
+        raise ValueError("SIZ tile origin")
+    tiles = -(-(xsiz - x_tile_off) // x_tile) * -(-(ysiz - y_tile_off) // y_tile)
+    if tiles > _MAX_J2K_TILES:
+        raise ValueError("too many tiles")
+    precision = (frame[start + 42] & 0x7F) + 1
+    return xsiz - x_off, ysiz - y_off, csiz, precision
+
+
 def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
+    plugin = header["plugin"]
+    if plugin == "gdcm":
+        _quiet_gdcm()
     try:
         with warnings_as_errors("pydicom", "PIL", "numpy"):
+            # Only the plugin chosen for this transfer syntax (no silent fallback to another).
+            ds.pixel_array_options(decoding_plugin=plugin)
             raw = ds.pixel_array
             if raw.shape[:2] != (header["rows"], header["cols"]):
                 raise _invalid("The DICOM pixel data does not match its header.")
@@ -426,12 +622,21 @@ def _decode_error(exc: Exception, *, compressed: bool) -> InvalidUploadError:
         isinstance(exc, RuntimeError) and ("unavailable" in text or "missing dependencies" in text)
     )
     if compressed and missing_plugin:
-        return _invalid(
-            "This DICOM compression (transfer syntax) is not supported; send uncompressed, RLE "
-            "or JPEG baseline DICOM.",
-            code="unsupported_format",
-        )
+        return _unsupported_compression()
     return _invalid("The DICOM pixel data cannot be decoded.")
+
+
+@functools.cache
+def _quiet_gdcm() -> None:
+    """GDCM's own warnings and errors go to stderr; failures reach us as exceptions from pydicom's
+    plugin, so that output is switched off (codec libraries inside it may still print)."""
+    try:
+        import gdcm
+    except ImportError:  # pydicom then reports the plugin as unavailable: unsupported_format
+        return
+    gdcm.Trace.DebugOff()
+    gdcm.Trace.WarningOff()
+    gdcm.Trace.ErrorOff()
 
 
 def _modality(raw: np.ndarray, ds: Dataset) -> np.ndarray:

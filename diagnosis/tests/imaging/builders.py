@@ -9,16 +9,26 @@ from __future__ import annotations
 import functools
 import io
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_fragments
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    generate_uid,
+)
 
 SAMPLES_DIR = Path(__file__).resolve().parents[3] / "samples"
 
@@ -202,6 +212,104 @@ def dicom_multi_frame() -> bytes:
     return dicom_bytes(ds)
 
 
+def gdcm_compress(data: bytes, transfer_syntax: str) -> bytes:
+    """Re-encode an uncompressed DICOM file's pixel data with GDCM (as a PACS export would); the
+    rest of the header is kept exactly as it was (GDCM's writer would add attributes of its own)."""
+    import gdcm
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "in.dcm", Path(folder) / "out.dcm"
+        source.write_bytes(data)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(source))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(
+            gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(str(transfer_syntax)))
+        )
+        change.SetInput(reader.GetImage())
+        assert change.Change(), transfer_syntax
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(target))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        encoded = pydicom.dcmread(target)
+    assert str(encoded.file_meta.TransferSyntaxUID) == transfer_syntax
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.PixelData = encoded.PixelData
+    ds["PixelData"].VR = "OB"
+    return dicom_bytes(ds, preamble=ds.preamble or b"\x00" * 128)
+
+
+def noisy_ramp(rows: int, cols: int, top: int, *, seed: int = 0) -> np.ndarray:
+    """A horizontal ramp 0..top with noise (so the codecs have real work), as uint16."""
+    ramp = np.tile(np.linspace(0, top, cols), (rows, 1))
+    noise = np.random.default_rng(seed).integers(-top // 64 - 1, top // 64 + 2, (rows, cols))
+    return np.clip(ramp + noise, 0, top).astype(np.uint16)
+
+
+def compressed_fragment(data: bytes) -> bytes:
+    """The one frame's codestream of an encapsulated single-frame DICOM file."""
+    return b"".join(generate_fragments(_after_offset_table(pydicom.dcmread(io.BytesIO(data)))))
+
+
+def _after_offset_table(ds: Dataset) -> bytes:
+    pixel_data = ds.PixelData
+    (length,) = struct.unpack("<L", pixel_data[4:8])
+    return pixel_data[8 + length :]
+
+
+def with_fragments(data: bytes, fragments: list[bytes], *, offsets: bool = False) -> bytes:
+    """`data` (an encapsulated DICOM file) with its pixel data replaced by `fragments`."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PixelData = encapsulate(fragments, has_bot=offsets)
+    return dicom_bytes(ds)
+
+
+def _compressed_12bit(transfer_syntax: str) -> bytes:
+    values = noisy_ramp(32, 48, 4095)
+    return gdcm_compress(
+        dicom_bytes(dicom_dataset(values, bits_stored=12, window=(2048, 3000))), transfer_syntax
+    )
+
+
+@functools.cache
+def dicom_jpeg_lossless_12bit() -> bytes:
+    return _compressed_12bit(JPEGLosslessSV1)
+
+
+@functools.cache
+def dicom_jpeg_ls_12bit() -> bytes:
+    return _compressed_12bit(JPEGLSLossless)
+
+
+@functools.cache
+def dicom_jpeg2000_12bit() -> bytes:
+    return _compressed_12bit(JPEG2000Lossless)
+
+
+def truncated_codestream(build: Callable[[], bytes], fraction: float) -> Callable[[], bytes]:
+    """A well-formed encapsulation around the first `fraction` of the codestream."""
+
+    def cut() -> bytes:
+        data = build()
+        fragment = compressed_fragment(data)
+        return with_fragments(data, [fragment[: int(len(fragment) * fraction)]])
+
+    return cut
+
+
+def dicom_htj2k() -> bytes:
+    """A transfer syntax we do not decode (High-Throughput JPEG 2000) around a dummy stream."""
+    ds = dicom_dataset(gradient())
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 60])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    return dicom_bytes(ds)
+
+
 def not_dicom() -> bytes:
     return b"\x00" * 128 + b"NOPE" + bytes(range(256)) * 4
 
@@ -277,6 +385,38 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     ),
     BadInput(
         "dicom-multi-frame", "x.dcm", "application/dicom", dicom_multi_frame, 400, "multi_frame"
+    ),
+    BadInput(
+        "dicom-jpeg-lossless-truncated",
+        "x.dcm",
+        "application/dicom",
+        truncated_codestream(dicom_jpeg_lossless_12bit, 0.6),
+        400,
+        "invalid_dicom",
+    ),
+    BadInput(
+        "dicom-jpeg-ls-truncated",
+        "x.dcm",
+        "application/dicom",
+        truncated_codestream(dicom_jpeg_ls_12bit, 0.6),
+        400,
+        "invalid_dicom",
+    ),
+    BadInput(
+        "dicom-jpeg2000-truncated",
+        "x.dcm",
+        "application/dicom",
+        truncated_codestream(dicom_jpeg2000_12bit, 0.6),
+        400,
+        "invalid_dicom",
+    ),
+    BadInput(
+        "dicom-htj2k-unsupported",
+        "x.dcm",
+        "application/dicom",
+        dicom_htj2k,
+        400,
+        "unsupported_format",
     ),
     BadInput("not-dicom-named-dcm", "x.dcm", "application/dicom", not_dicom, 400, "invalid_dicom"),
     BadInput(

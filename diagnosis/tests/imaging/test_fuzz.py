@@ -24,7 +24,21 @@ def _seeds() -> tuple[bytes, ...]:
         builders.dicom_12bit_windowed(),
         builders.dicom_with_phi(),
         builders.dicom_without_preamble(),
+        builders.dicom_jpeg_lossless_12bit(),
+        builders.dicom_jpeg_ls_12bit(),
+        builders.dicom_jpeg2000_12bit(),
     )
+
+
+@functools.cache
+def _codestream_seeds() -> tuple[tuple[bytes, bytes], ...]:
+    """(file, its codestream) for the syntaxes GDCM decodes."""
+    files = (
+        builders.dicom_jpeg_lossless_12bit(),
+        builders.dicom_jpeg_ls_12bit(),
+        builders.dicom_jpeg2000_12bit(),
+    )
+    return tuple((data, builders.compressed_fragment(data)) for data in files)
 
 
 def _check(data: bytes) -> None:
@@ -68,6 +82,25 @@ def mutated(draw):
 @settings(FUZZ, max_examples=400)
 @given(mutated())
 def test_mutated_valid_files(data):
+    _check(data)
+
+
+@st.composite
+def mutated_codestream(draw):
+    """Byte flips inside a compressed frame, its header and end marker left alone, so the
+    damage reaches the decoder (GDCM) instead of the checks in front of it."""
+    data, stream = draw(st.sampled_from(_codestream_seeds()))
+    body = bytearray(stream)
+    end = len(body.rstrip(b"\x00")) - 2
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(min(48, end - 1), end - 1))
+        body[position] = draw(st.integers(0, 255))
+    return builders.with_fragments(data, [bytes(body)])
+
+
+@settings(FUZZ, max_examples=200)
+@given(mutated_codestream())
+def test_mutated_codestreams(data):
     _check(data)
 
 

@@ -171,11 +171,12 @@ def test_jpeg_baseline_dicom_is_accepted():
 
 
 def test_undecodable_dicom_compression_is_refused_with_a_code():
-    from pydicom.uid import JPEGLSLossless
+    from pydicom.uid import HTJ2KLossless
 
     with pytest.raises(InvalidUploadError) as info:
-        validate_upload(_encapsulated(JPEGLSLossless, b"\xff\xd8 not really jpeg-ls"), "x.dcm")
+        validate_upload(_encapsulated(HTJ2KLossless, b"\xff\x4f\xff\x51 not decoded"), "x.dcm")
     assert info.value.code == "unsupported_format"
+    assert "JPEG-LS" in info.value.message
 
 
 def test_decoder_warnings_are_errors():
