@@ -41,6 +41,7 @@ from pydicom.uid import (
 )
 
 from diagnosis.exceptions import InvalidUploadError
+from diagnosis.imaging import sniff
 from diagnosis.imaging.raster import scale_to_u8, to_u8
 from diagnosis.imaging.strict import warnings_as_errors, warnings_ignored
 
@@ -537,29 +538,10 @@ def _jpeg_frame_header(frame: bytes) -> tuple[int, int, int, int]:
     """(width, height, components, precision) from the first JPEG / JPEG-LS start-of-frame."""
     if not frame.startswith(_JPEG_SOI):
         raise ValueError("no SOI")
-    offset, size = 2, len(frame)
-    while offset + 4 <= size:
-        if frame[offset] != 0xFF:
-            raise ValueError("marker expected")
-        marker = frame[offset + 1]
-        if marker == 0xFF:  # fill byte
-            offset += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
-            offset += 2
-            continue
-        if marker in (0xD9, 0xDA):  # EOI or start of scan before any frame header
-            break
-        (length,) = struct.unpack(">H", frame[offset + 2 : offset + 4])
-        if length < 2:
-            raise ValueError("segment length")
-        if marker in _SOF_MARKERS:
-            precision, height, width, components = struct.unpack(
-                ">BHHB", frame[offset + 4 : offset + 10]
-            )
-            return width, height, components, precision
-        offset += 2 + length
-    raise ValueError("no frame header")
+    width, height, precision, components, _ = sniff.jpeg_frame_header(
+        frame, sof_markers=_SOF_MARKERS
+    )
+    return width, height, components, precision
 
 
 def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:

@@ -99,6 +99,16 @@ _SOF_ALL = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 def jpeg_header(data: bytes) -> tuple[int, int, int, int]:
     """(width, height, precision, sof_marker) from the first start-of-frame segment."""
+    width, height, precision, _components, marker = jpeg_frame_header(data)
+    return width, height, precision, marker
+
+
+def jpeg_frame_header(
+    data: bytes, *, sof_markers: frozenset[int] = _SOF_ALL
+) -> tuple[int, int, int, int, int]:
+    """(width, height, precision, components, sof_marker) from the first start-of-frame segment
+    whose marker is in `sof_markers` (JPEG's by default; DICOM adds JPEG-LS's 0xF7). `data`
+    starts with the SOI marker; other segments are skipped by their lengths."""
     offset = 2
     size = len(data)
     while offset + 4 <= size:
@@ -116,11 +126,13 @@ def jpeg_header(data: bytes) -> tuple[int, int, int, int]:
         (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
         if length < 2:
             raise HeaderError("JPEG segment length")
-        if marker in _SOF_ALL:
-            if offset + 9 > size:
+        if marker in sof_markers:
+            if offset + 10 > size:
                 break
-            precision, height, width = struct.unpack(">BHH", data[offset + 4 : offset + 9])
-            return width, height, precision, marker
+            precision, height, width, components = struct.unpack(
+                ">BHHB", data[offset + 4 : offset + 10]
+            )
+            return width, height, precision, components, marker
         offset += 2 + length
     raise HeaderError("JPEG without frame header")
 
