@@ -146,7 +146,30 @@ def webhook_url_validate(*, url: str, resolve: bool = True) -> tuple[str, ...]:
     return webhook_target_resolve(url=url).addresses
 
 
-class PinnedAddressAdapter(HTTPAdapter):
+class _FixedProxiesAdapter(HTTPAdapter):
+    """An adapter that sends with its own `proxies` (None: direct), never those requests derives
+    from HTTP(S)_PROXY / NO_PROXY in the environment."""
+
+    proxies: dict[str, str] | None = None
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=0)
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        return super().send(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=self.proxies
+        )
+
+
+class PinnedAddressAdapter(_FixedProxiesAdapter):
     """Connects to `address` instead of resolving the URL's host again.
 
     The URL keeps its hostname: only the connection pool is opened on the address, with
@@ -157,7 +180,7 @@ class PinnedAddressAdapter(HTTPAdapter):
 
     def __init__(self, *, address: str) -> None:
         self.address = address
-        super().__init__(max_retries=0)
+        super().__init__()
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -177,21 +200,8 @@ class PinnedAddressAdapter(HTTPAdapter):
         # (_url_check), so its netloc is exactly host[:port].
         request.headers["Host"] = urlsplit(request.url or "").netloc
 
-    def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> requests.Response:
-        return super().send(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=None
-        )
 
-
-class EgressProxyAdapter(HTTPAdapter):
+class EgressProxyAdapter(_FixedProxiesAdapter):
     """Sends every request through `proxy_url` (WEBHOOK_PROXY_URL), whatever the environment says.
 
     http targets as an absolute-URI request to the proxy, https targets through a CONNECT tunnel
@@ -201,20 +211,7 @@ class EgressProxyAdapter(HTTPAdapter):
 
     def __init__(self, *, proxy_url: str) -> None:
         self.proxies = {"http": proxy_url, "https": proxy_url}
-        super().__init__(max_retries=0)
-
-    def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> requests.Response:
-        return super().send(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=self.proxies
-        )
+        super().__init__()
 
 
 def _connect_failed(exc: requests.RequestException) -> bool:
