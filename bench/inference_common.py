@@ -22,7 +22,7 @@ BENCH_DIR = ROOT / "var" / "bench"
 sys.path.insert(0, str(ROOT))
 
 
-def setup_django(*, batch_size: int = 16) -> None:
+def setup_django(*, batch_size: int = 32) -> None:
     for name in ("DATABASE_URL", "CELERY_BROKER_URL"):
         if not os.environ.get(name):
             sys.exit(f"{name} must be set (PostgreSQL and Redis); see docs/benchmarks.md")

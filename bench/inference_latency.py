@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=20, help="sequential uploads")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of concurrent uploads")
-    parser.add_argument("--batch-size", type=int, default=16, help="INFERENCE_BATCH_SIZE")
+    parser.add_argument("--batch-size", type=int, default=32, help="INFERENCE_BATCH_SIZE")
     args = parser.parse_args()
 
     common.setup_django(batch_size=args.batch_size)

@@ -13,7 +13,7 @@ The modes alternate for --rounds rounds; the median of each is reported.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/fp_bench_infer \
     CELERY_BROKER_URL=redis://127.0.0.1:6379/7 \
-    .venv/bin/python bench/inference_throughput.py [--model DIR] [-n 64] [--batch-size 16]
+    .venv/bin/python bench/inference_throughput.py [--model DIR] [-n 128] [--batch-size 32] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -106,8 +106,8 @@ def run_mode(mode: str, user, version, n: int, tag: str) -> tuple[float, dict[in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model artifact folder")
-    parser.add_argument("-n", type=int, default=64, help="images per measurement")
-    parser.add_argument("--batch-size", type=int, default=16, help="INFERENCE_BATCH_SIZE")
+    parser.add_argument("-n", type=int, default=128, help="images per measurement")
+    parser.add_argument("--batch-size", type=int, default=32, help="INFERENCE_BATCH_SIZE")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 

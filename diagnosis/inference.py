@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,6 +158,24 @@ def model_pass_size(waiting: int) -> int:
     return configured if configured > 0 else max(1, waiting)
 
 
+@functools.cache
+def _image_pool() -> ThreadPoolExecutor:
+    """Threads for the per-image work of a batch (decoding, preprocessing, heat-map encoding): it
+    runs in OpenCV, Pillow and zlib, which release the GIL, so a batch uses every core between
+    model passes instead of one (the model pass itself is multi-threaded by TensorFlow). Created
+    in the worker child on first use, never before the fork."""
+    return ThreadPoolExecutor(
+        max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="inference-image"
+    )
+
+
+def _map(pool: ThreadPoolExecutor, fn: Any, items: list[Any]) -> list[Any]:
+    """`fn` over `items` in order: on the pool for several, inline for one (nothing to share)."""
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    return list(pool.map(fn, items))
+
+
 def _encode_png(array: npt.NDArray[np.uint8]) -> bytes:
     import cv2
 
@@ -205,20 +225,27 @@ def run_batch(
 
     model, card = _load(artifact_dir, sha256)
     spec = card.spec
-    decoded: dict[int, npt.NDArray[np.uint8]] = {}
-    tensors: list[npt.NDArray[np.float32]] = []
-    outcomes: list[ImageResult | UnreadableImageError | None] = [None] * len(images)
-    prep_ms: dict[int, float] = {}
-    for index, data in enumerate(images):
+    pool = _image_pool()
+
+    def prepare(data: bytes) -> tuple[Any, Any, float] | UnreadableImageError:
         started = time.perf_counter()
         try:
             image = preprocess.decode_image(data)
-            tensors.append(preprocess.preprocess(image, spec))
+            tensor = preprocess.preprocess(image, spec)
         except preprocess.InvalidImageError as exc:
-            outcomes[index] = UnreadableImageError(f"The image could not be decoded: {exc}")
+            return UnreadableImageError(f"The image could not be decoded: {exc}")
+        return image, tensor, (time.perf_counter() - started) * 1e3
+
+    outcomes: list[ImageResult | UnreadableImageError | None] = [None] * len(images)
+    decoded: dict[int, npt.NDArray[np.uint8]] = {}
+    tensors: list[npt.NDArray[np.float32]] = []
+    prep_ms: dict[int, float] = {}
+    for index, prepared in enumerate(_map(pool, prepare, images)):
+        if isinstance(prepared, UnreadableImageError):
+            outcomes[index] = prepared
             continue
-        decoded[index] = image
-        prep_ms[index] = (time.perf_counter() - started) * 1e3
+        decoded[index], tensor, prep_ms[index] = prepared
+        tensors.append(tensor)
     size = pass_size if pass_size > 0 else model_pass_size(len(decoded))
     logits_parts, heatmap_parts, model_ms = [], [], []
     for start in range(0, len(tensors), size):
@@ -230,22 +257,27 @@ def run_batch(
         logits_parts.append(logits)
         heatmap_parts.extend(heatmaps)
         model_ms += [(time.perf_counter() - started) * 1e3 / len(chunk)] * len(chunk)
-    if decoded:
-        probabilities = ml_inference.calibrated(np.concatenate(logits_parts), temperature)
-        for (index, image), probability, heatmap, pass_ms in zip(
-            decoded.items(), probabilities, heatmap_parts, model_ms, strict=True
-        ):
-            started = time.perf_counter()
-            full = preprocess.unletterbox(heatmap, image.shape, spec.size)
-            heatmap_png = gradcam.heatmap_png(full)
-            outcomes[index] = ImageResult(
-                probability=float(probability),
-                fractured_at=ml_inference.labels_at(float(probability), thresholds),
-                heatmap_png=heatmap_png,
-                timings={
-                    "preprocess_ms": round(prep_ms[index], 2),
-                    "model_ms": round(pass_ms, 2),
-                    "gradcam_ms": round((time.perf_counter() - started) * 1e3, 2),
-                },
-            )
+    if not decoded:
+        return [outcome for outcome in outcomes if outcome is not None]
+    probabilities = ml_inference.calibrated(np.concatenate(logits_parts), temperature)
+
+    def render(item: tuple[tuple[int, Any], Any, Any, float]) -> tuple[int, ImageResult]:
+        (index, image), probability, heatmap, pass_ms = item
+        started = time.perf_counter()
+        full = preprocess.unletterbox(heatmap, image.shape, spec.size)
+        result = ImageResult(
+            probability=float(probability),
+            fractured_at=ml_inference.labels_at(float(probability), thresholds),
+            heatmap_png=gradcam.heatmap_png(full),
+            timings={
+                "preprocess_ms": round(prep_ms[index], 2),
+                "model_ms": round(pass_ms, 2),
+                "gradcam_ms": round((time.perf_counter() - started) * 1e3, 2),
+            },
+        )
+        return index, result
+
+    work = zip(decoded.items(), probabilities, heatmap_parts, model_ms, strict=True)
+    for index, result in _map(pool, render, list(work)):
+        outcomes[index] = result
     return [outcome for outcome in outcomes if outcome is not None]

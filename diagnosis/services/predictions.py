@@ -30,14 +30,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.exceptions
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
@@ -204,8 +204,13 @@ def _locked(candidate_ids: Sequence[int], *, limit: int) -> Iterator[list[int]]:
         held = held[:limit]
         yield held
     finally:
-        with contextlib.suppress(Exception):  # a dropped connection has released them already
+        try:
             _unlock(held)
+        except DatabaseError:
+            # Workers keep their connection between tasks: a session that cannot unlock must
+            # not live on holding the locks (closing it releases them; a dropped one already has).
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 def _drain_candidates(*, exclude: Sequence[int], model_version_id: int, limit: int) -> list[int]:
@@ -409,6 +414,15 @@ def _case_advance(*, case_id: int, model_version_id: int) -> None:
     _cases_advance(case_ids=[case_id], version=ModelVersion.objects.get(pk=model_version_id))
 
 
+class _Outcome(NamedTuple):
+    """What moving a case on needs of one of its predictions (read as values, not models)."""
+
+    position: int
+    status: str
+    probability: float | None
+    error: str
+
+
 def _cases_advance(*, case_ids: Iterable[int], version: ModelVersion) -> None:
     """Move cases on from their predictions on `version`: any failed -> `failed` with the reason;
     all done -> `predicted` (priority computed, `case.predicted` webhook after commit). Cases
@@ -428,13 +442,13 @@ def _cases_advance(*, case_ids: Iterable[int], version: ModelVersion) -> None:
         .annotate(n=Count("pk"))
         .values_list("case_id", "n")
     )
-    by_case: dict[int, list[Prediction]] = defaultdict(list)
-    for prediction in (
+    by_case: dict[int, list[_Outcome]] = defaultdict(list)
+    for case_id, *outcome in (
         Prediction.objects.filter(image__case_id__in=ids, model_version=version)
-        .select_related("image")
         .order_by("image__position", "pk")
+        .values_list("image__case_id", "image__position", "status", "probability", "error")
     ):
-        by_case[prediction.image.case_id].append(prediction)
+        by_case[case_id].append(_Outcome(*outcome))
     threshold = float(version.thresholds.get(version.default_operating_point, 0.5))
     now = timezone.now()
     failed, predicted = [], []
@@ -445,7 +459,7 @@ def _cases_advance(*, case_ids: Iterable[int], version: ModelVersion) -> None:
             if case.status != Case.Status.FAILED:
                 case.status = Case.Status.FAILED
                 case.status_reason = (
-                    f"Prediction failed for image {bad[0].image.position + 1}: {bad[0].error}"
+                    f"Prediction failed for image {bad[0].position + 1}: {bad[0].error}"
                 )[:500]
                 case.updated_at = now
                 failed.append(case)
