@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +38,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
@@ -435,20 +435,24 @@ def _cases_advance(*, case_ids: Iterable[int], version: ModelVersion) -> None:
     )
     if not cases:
         return
-    ids = [case.pk for case in cases]
-    n_images = dict(
-        XrayImage.objects.filter(case_id__in=ids)
-        .values("case_id")
-        .annotate(n=Count("pk"))
-        .values_list("case_id", "n")
-    )
+    # The cases' images, then their predictions by image id: both lookups follow the narrow
+    # indexes (image case, unique image + version), never the model-version index that nearly
+    # every prediction shares.
+    images = {
+        pk: (case_id, position)
+        for pk, case_id, position in XrayImage.objects.filter(
+            case_id__in=[case.pk for case in cases]
+        ).values_list("pk", "case_id", "position")
+    }
+    n_images = Counter(case_id for case_id, _ in images.values())
     by_case: dict[int, list[_Outcome]] = defaultdict(list)
-    for case_id, *outcome in (
-        Prediction.objects.filter(image__case_id__in=ids, model_version=version)
-        .order_by("image__position", "pk")
-        .values_list("image__case_id", "image__position", "status", "probability", "error")
-    ):
-        by_case[case_id].append(_Outcome(*outcome))
+    for image_id, status, probability, error in Prediction.objects.filter(
+        image_id__in=list(images), model_version=version
+    ).values_list("image_id", "status", "probability", "error"):
+        case_id, position = images[image_id]
+        by_case[case_id].append(_Outcome(position, status, probability, error))
+    for outcomes in by_case.values():
+        outcomes.sort(key=lambda outcome: outcome.position)
     threshold = float(version.thresholds.get(version.default_operating_point, 0.5))
     now = timezone.now()
     failed, predicted = [], []
