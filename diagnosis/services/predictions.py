@@ -575,8 +575,7 @@ def _run_claimed(claimed: list[_Claimed]) -> dict[str, int]:
         store_started = time.perf_counter()
         rgba_name, overlay_name = heatmap_names(prediction.pk)
         _store_file(rgba_name, result.heatmap_png)
-        if default_storage.exists(overlay_name):  # rendered from an earlier run's heat-map
-            default_storage.delete(overlay_name)
+        default_storage.delete(overlay_name)  # one rendered from an earlier run's heat-map
         queued_ms = (prediction.started_at - prediction.created_at).total_seconds() * 1e3
         timings = {
             "queue_ms": round(max(0.0, queued_ms), 2),

@@ -222,34 +222,11 @@ def _connect_failed(exc: requests.RequestException) -> bool:
     return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
-def _post_pinned(
-    *, target: WebhookTarget, url: str, body: bytes, headers: dict[str, str]
+def _post(
+    adapter: HTTPAdapter, *, url: str, body: bytes, headers: dict[str, str]
 ) -> requests.Response:
-    """POST to the first vetted address that accepts a connection; the last error otherwise."""
-    addresses = target.addresses[:MAX_ADDRESSES_TRIED]
-    for index, address in enumerate(addresses):
-        with requests.Session() as session:
-            adapter = PinnedAddressAdapter(address=address)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            try:
-                return session.post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-                    allow_redirects=False,  # a redirect could point anywhere, including inside
-                )
-            except requests.RequestException as exc:
-                if index + 1 == len(addresses) or not _connect_failed(exc):
-                    raise
-    raise AssertionError("unreachable: a WebhookTarget has at least one address")
-
-
-def _post_via_proxy(*, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
-    """POST through WEBHOOK_PROXY_URL, which resolves the host and connects to it itself."""
+    """One POST through `adapter` (for both schemes), without redirects."""
     with requests.Session() as session:
-        adapter = EgressProxyAdapter(proxy_url=settings.WEBHOOK_PROXY_URL)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session.post(
@@ -259,6 +236,26 @@ def _post_via_proxy(*, url: str, body: bytes, headers: dict[str, str]) -> reques
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
             allow_redirects=False,  # a redirect could point anywhere, including inside
         )
+
+
+def _post_pinned(
+    *, target: WebhookTarget, url: str, body: bytes, headers: dict[str, str]
+) -> requests.Response:
+    """POST to the first vetted address that accepts a connection; the last error otherwise."""
+    addresses = target.addresses[:MAX_ADDRESSES_TRIED]
+    for index, address in enumerate(addresses):
+        try:
+            return _post(PinnedAddressAdapter(address=address), url=url, body=body, headers=headers)
+        except requests.RequestException as exc:
+            if index + 1 == len(addresses) or not _connect_failed(exc):
+                raise
+    raise AssertionError("unreachable: a WebhookTarget has at least one address")
+
+
+def _post_via_proxy(*, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    """POST through WEBHOOK_PROXY_URL, which resolves the host and connects to it itself."""
+    adapter = EgressProxyAdapter(proxy_url=settings.WEBHOOK_PROXY_URL)
+    return _post(adapter, url=url, body=body, headers=headers)
 
 
 def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
