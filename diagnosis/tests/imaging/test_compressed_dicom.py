@@ -137,8 +137,8 @@ def test_compressed_dicom_is_deidentified(syntax):
     assert np.array_equal(kept.pixel_array, ds.pixel_array)  # and still decodes, unchanged
 
 
-@pytest.mark.parametrize("fraction", [0.05, 0.5, 0.95])
-@pytest.mark.parametrize(
+# The three GDCM-decoded families, each as a 12-bit image.
+EACH_12BIT_CODESTREAM = pytest.mark.parametrize(
     "build",
     [
         builders.dicom_jpeg_lossless_12bit,
@@ -147,6 +147,10 @@ def test_compressed_dicom_is_deidentified(syntax):
     ],
     ids=["jpeg-lossless", "jpeg-ls", "jpeg2000"],
 )
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.5, 0.95])
+@EACH_12BIT_CODESTREAM
 def test_truncated_codestream_is_refused(build, fraction):
     with pytest.raises(InvalidUploadError) as info:
         validate_upload(builders.truncated_codestream(build, fraction)(), "x.dcm")
@@ -171,15 +175,7 @@ def test_truncated_compressed_file_is_refused(keep):
     assert info.value.code == "invalid_dicom"
 
 
-@pytest.mark.parametrize(
-    "build",
-    [
-        builders.dicom_jpeg_lossless_12bit,
-        builders.dicom_jpeg_ls_12bit,
-        builders.dicom_jpeg2000_12bit,
-    ],
-    ids=["jpeg-lossless", "jpeg-ls", "jpeg2000"],
-)
+@EACH_12BIT_CODESTREAM
 def test_two_codestreams_in_one_frame_are_multi_frame(build):
     data = build()
     fragment = builders.compressed_fragment(data)
@@ -223,15 +219,7 @@ def _relabel(data: bytes, *, rows: int, cols: int) -> bytes:
     return builders.dicom_bytes(ds)
 
 
-@pytest.mark.parametrize(
-    "build",
-    [
-        builders.dicom_jpeg_lossless_12bit,
-        builders.dicom_jpeg_ls_12bit,
-        builders.dicom_jpeg2000_12bit,
-    ],
-    ids=["jpeg-lossless", "jpeg-ls", "jpeg2000"],
-)
+@EACH_12BIT_CODESTREAM
 def test_codestream_larger_than_the_cap_is_refused_before_decoding(build, settings):
     settings.UPLOAD_MAX_PIXELS = 1000  # the codestream is 48x32 = 1536 pixels
     with pytest.raises(InvalidUploadError) as info:
@@ -239,15 +227,7 @@ def test_codestream_larger_than_the_cap_is_refused_before_decoding(build, settin
     assert info.value.code == "image_too_large"
 
 
-@pytest.mark.parametrize(
-    "build",
-    [
-        builders.dicom_jpeg_lossless_12bit,
-        builders.dicom_jpeg_ls_12bit,
-        builders.dicom_jpeg2000_12bit,
-    ],
-    ids=["jpeg-lossless", "jpeg-ls", "jpeg2000"],
-)
+@EACH_12BIT_CODESTREAM
 @pytest.mark.parametrize(("rows", "cols"), [(8, 8), (64, 96)])
 def test_codestream_not_matching_the_header_is_refused(build, rows, cols):
     with pytest.raises(InvalidUploadError) as info:
