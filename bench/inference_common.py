@@ -10,6 +10,7 @@ architecture: same compute, meaningless predictions).
 from __future__ import annotations
 
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,10 @@ def setup_django(*, batch_size: int = 32) -> None:
         if not os.environ.get(name):
             sys.exit(f"{name} must be set (PostgreSQL and Redis); see docs/benchmarks.md")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fracture_portal.settings")
-    os.environ.setdefault("DJANGO_DEBUG", "1")
+    # Production settings, as a deployed worker runs them (DEBUG off: no per-query logging).
+    os.environ.setdefault("DJANGO_DEBUG", "0")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + secrets.token_hex(24))
+    os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
     os.environ.setdefault("MEDIA_ROOT", str(BENCH_DIR / "media"))
     os.environ["INFERENCE_BATCH_SIZE"] = str(batch_size)
     os.environ.setdefault("LOG_LEVEL", "WARNING")
