@@ -27,6 +27,12 @@ import time
 
 import inference_common as common
 
+# What the worker stores per image (Prediction.timings, ms): averaged per mode over all rounds.
+STAGES = ("model_ms", "preprocess_ms", "gradcam_ms", "store_ms")
+STAGE_MS: dict[str, dict[str, list[float]]] = collections.defaultdict(
+    lambda: collections.defaultdict(list)
+)
+
 
 def make_pending(user, version, n: int, tag: str) -> list[int]:
     """N queued cases with one canonical image and one pending prediction each (not dispatched)."""
@@ -106,10 +112,10 @@ def run_mode(mode: str, user, version, n: int, tag: str) -> tuple[float, dict[in
     failed = Prediction.objects.filter(pk__in=ids, status="failed").count()
     if failed:
         raise RuntimeError(f"{failed} predictions failed")
-    sizes = collections.Counter(
-        t.get("batch_size", 0)
-        for t in Prediction.objects.filter(pk__in=ids).values_list("timings", flat=True)
-    )
+    timings = list(Prediction.objects.filter(pk__in=ids).values_list("timings", flat=True))
+    sizes = collections.Counter(t.get("batch_size", 0) for t in timings)
+    for key in STAGES:
+        STAGE_MS[mode][key] += [float(t.get(key, 0.0)) for t in timings]
     return n / elapsed, dict(sorted(sizes.items()))
 
 
@@ -133,6 +139,7 @@ def main() -> None:
     try:
         run_mode("grouped", user, version, 8, f"warm{stamp}")  # warm-up: TF, model, traces
         run_mode("per-image", user, version, 4, f"warm1{stamp}")
+        STAGE_MS.clear()
         for r in range(args.rounds):
             for mode in modes:
                 rate, sizes[mode] = run_mode(mode, user, version, args.n, f"{mode}{r}{stamp}")
@@ -148,6 +155,13 @@ def main() -> None:
             f"{mode}: {rate:.2f} images/s ({rate / per_image:.2f}x per-image), n={args.n}, "
             f"median of {args.rounds}"
         )
+    print("worker-side ms per image (mean over the measured rounds; batch stages are shared):")
+    for mode in modes:
+        stages = ", ".join(
+            f"{key[:-3]} {statistics.fmean(STAGE_MS[mode][key]):.2f}" for key in STAGES
+        )
+        total = 1e3 / statistics.median(results[mode])
+        print(f"  {mode}: {stages}; whole (1 / throughput) {total:.2f}")
 
 
 if __name__ == "__main__":
