@@ -72,17 +72,24 @@ def register(path: Path) -> Any:
     return version
 
 
-def start_worker(log_name: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    log_name: str, *, concurrency: int = 1, intra_op: int = 0
+) -> subprocess.Popen[bytes]:
+    """One inference worker with `concurrency` children; `intra_op` > 0 sets TensorFlow's threads
+    per operation in each child (TF_NUM_INTRAOP_THREADS; 0: TensorFlow's default, every core)."""
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     log = (BENCH_DIR / log_name).open("wb")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if intra_op > 0:
+        env["TF_NUM_INTRAOP_THREADS"] = str(intra_op)
     return subprocess.Popen(
         [
             sys.executable, "-m", "celery", "-A", "fracture_portal", "worker", "-Q", "inference",
-            "-c", "1", "-n", f"bench-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "-l", "WARNING",
+            "-c", str(concurrency), "-n", f"bench-{os.getpid()}@%h", "--without-gossip",
+            "--without-mingle", "--without-heartbeat", "-l", "WARNING",
         ],
         cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -7,6 +7,7 @@ dispatch) until the case reads `predicted` in PostgreSQL (polled every 10 ms), w
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/fp_bench_infer \
     CELERY_BROKER_URL=redis://127.0.0.1:6379/7 \
     .venv/bin/python bench/inference_latency.py [--model DIR] [--idle 20] [--rounds 3]
+        [--children 1] [--intra-op 0]
 """
 
 from __future__ import annotations
@@ -71,13 +72,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of concurrent uploads")
     parser.add_argument("--batch-size", type=int, default=32, help="INFERENCE_BATCH_SIZE")
+    parser.add_argument("--children", type=int, default=1, help="worker children (-c)")
+    parser.add_argument(
+        "--intra-op", type=int, default=0, help="TensorFlow threads per operation (0: default)"
+    )
     args = parser.parse_args()
 
     common.setup_django(batch_size=args.batch_size)
     path, description = common.model_dir(args.model)
     version = common.register(path)
     user = common.bench_user()
-    worker = common.start_worker("latency-worker.log")
+    worker = common.start_worker(
+        "latency-worker.log", concurrency=args.children, intra_op=args.intra_op
+    )
     try:
         one_upload(user, 0)  # the worker child warms up (TensorFlow, model, first trace)
         one_upload(user, 1)
@@ -91,7 +98,10 @@ def main() -> None:
             time.sleep(0.5)
     finally:
         common.stop_worker(worker)
-    print(f"model: {description}; version {version.version}; batch size {args.batch_size}")
+    print(
+        f"model: {description}; version {version.version}; batch size {args.batch_size}; "
+        f"{args.children} worker child(ren), intra-op threads {args.intra_op or 'default'}"
+    )
     print(summary("idle (sequential uploads)", idle))
     print(summary(f"{args.concurrency} concurrent uploads x {args.rounds} rounds", loaded))
 

@@ -16,6 +16,7 @@ rows are polled only every 250 ms, so watching does not take CPU from the worker
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/fp_bench_infer \
     CELERY_BROKER_URL=redis://127.0.0.1:6379/7 \
     .venv/bin/python bench/inference_throughput.py [--model DIR] [-n 128] [--batch-size 32] [--rounds 5]
+        [--children 1] [--intra-op 0]
 """
 
 from __future__ import annotations
@@ -125,13 +126,19 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=128, help="images per measurement")
     parser.add_argument("--batch-size", type=int, default=32, help="INFERENCE_BATCH_SIZE")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--children", type=int, default=1, help="worker children (-c)")
+    parser.add_argument(
+        "--intra-op", type=int, default=0, help="TensorFlow threads per operation (0: default)"
+    )
     args = parser.parse_args()
 
     common.setup_django(batch_size=args.batch_size)
     path, description = common.model_dir(args.model)
     version = common.register(path)
     user = common.bench_user()
-    worker = common.start_worker("throughput-worker.log")
+    worker = common.start_worker(
+        "throughput-worker.log", concurrency=args.children, intra_op=args.intra_op
+    )
     modes = ("per-image", "drained", "grouped")
     results: dict[str, list[float]] = {mode: [] for mode in modes}
     sizes: dict[str, dict[int, int]] = {}
@@ -148,7 +155,10 @@ def main() -> None:
     finally:
         common.stop_worker(worker)
     per_image = statistics.median(results["per-image"])
-    print(f"model: {description}; version {version.version}; batch size {args.batch_size}")
+    print(
+        f"model: {description}; version {version.version}; batch size {args.batch_size}; "
+        f"{args.children} worker child(ren), intra-op threads {args.intra_op or 'default'}"
+    )
     for mode in modes:
         rate = statistics.median(results[mode])
         print(
