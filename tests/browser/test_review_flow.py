@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from diagnosis.models import Case, Label, Review
 from diagnosis.tests import factories
+from tests.browser.conftest import watch_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -56,16 +57,7 @@ def sign_in(browser, live_server, username: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(30_000)
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and "Content Security Policy" in msg.text
-            else None
-        ),
-    )
+    errors = watch_errors(page)
     page.goto(f"{live_server.url}{reverse('login')}")
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
