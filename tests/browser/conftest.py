@@ -65,6 +65,29 @@ def watch_errors(page) -> list[str]:
     return errors
 
 
+def wait_for_js(page, function: str, arg=None, *, timeout_ms: int = 20_000, interval_ms: int = 50):
+    """Wait until the JavaScript `function` (e.g. "() => ...") returns a truthy value in the page.
+
+    Playwright's own `page.wait_for_function` compiles its predicate inside the page with
+    `new Function`, which the product's Content-Security-Policy (`script-src 'self'`, no
+    `unsafe-eval`) refuses, so it fails intermittently under the real CSP. This polls from Python
+    with `page.evaluate`, which Playwright runs through the DevTools protocol, outside the page's
+    CSP. Returns the truthy value; raises AssertionError with the last value on timeout.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        value = page.evaluate(function) if arg is None else page.evaluate(function, arg)
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout_ms} ms waiting for {function!r} (last: {value!r})"
+            )
+        page.wait_for_timeout(interval_ms)
+
+
 def sign_in(page, base_url: str, username: str, password: str) -> None:
     """Sign in through the login page."""
     from django.urls import reverse

@@ -13,7 +13,7 @@ from diagnosis.models import Case, Prediction
 from diagnosis.services.cases import case_create
 from diagnosis.services.predictions import model_version_register, prediction_run_batch
 from diagnosis.tests import factories
-from tests.browser.conftest import sign_in, watch_errors
+from tests.browser.conftest import sign_in, wait_for_js, watch_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "correct-horse-battery-9"  # factories.UserFactory
@@ -67,9 +67,10 @@ def test_case_page_follows_the_prediction_live(
     assert page.locator("#case-results").get_attribute("data-in-flight") == "0"
     heatmaps = page.locator("img.heatmap")
     assert heatmaps.count() == 2
-    page.wait_for_function(
-        "[...document.querySelectorAll('img.heatmap, img.radiograph')]"
-        ".every(img => img.complete && img.naturalWidth > 0)"
+    wait_for_js(
+        page,
+        "() => [...document.querySelectorAll('img.heatmap, img.radiograph')]"
+        ".every(img => img.complete && img.naturalWidth > 0)",
     )
     assert "Grad-CAM localisation is approximate" in page.content()
     first = page.locator("figure.result").first

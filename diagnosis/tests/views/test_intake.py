@@ -432,7 +432,7 @@ def test_browser_upload_with_drop_errors_removal_and_redirect(live_server, monke
     own error from the server, is removed, and the upload then redirects to the case page."""
     import base64
 
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop shares the thread
     user = factories.ClinicianFactory(username="browser_clinician")
@@ -483,14 +483,12 @@ def test_browser_upload_with_drop_errors_removal_and_redirect(live_server, monke
             items = page.locator(".file-item")
             assert items.count() == 3
             # Thumbnails for the two pictures; bad.png cannot be shown and gets a text badge.
-            page.wait_for_function("() => document.querySelectorAll('img.thumb').length === 2")
+            expect(page.locator("img.thumb")).to_have_count(2)
 
             page.click("#submit-button")
             error = items.nth(1).locator(".file-error")
             error.wait_for(state="visible")
-            page.wait_for_function(
-                "() => document.querySelectorAll('.file-item.has-error').length === 1"
-            )
+            expect(page.locator(".file-item.has-error")).to_have_count(1)
             assert "unsupported_format" in error.inner_text()
             assert page.eval_on_selector("#upload-progress", "el => el.value") == 100
             assert Case.objects.count() == 0
