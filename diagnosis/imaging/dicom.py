@@ -1,4 +1,5 @@
-"""DICOM: header checks before decoding, windowing to 8 bit, PS3.15 basic-profile de-identification.
+"""DICOM: header checks before decoding, windowing to 8 bit, PS3.15 basic-profile de-identification
+(in `deidentify`), refusal of declared burned-in annotation.
 
 Nothing read from a data set is logged, and error messages never quote its values (they may be PHI).
 """
@@ -6,7 +7,6 @@ Nothing read from a data set is logged, and error messages never quote its value
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import re
 import struct
@@ -15,14 +15,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from django.conf import settings
 from PIL import Image
 from pydicom import config as pydicom_config
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import parse_basic_offsets
-from pydicom.sequence import Sequence
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -37,11 +34,11 @@ from pydicom.uid import (
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
-    generate_uid,
 )
 
 from diagnosis.exceptions import InvalidUploadError
 from diagnosis.imaging import sniff
+from diagnosis.imaging.deidentify import deidentify, refuse_burned_in_annotation
 from diagnosis.imaging.raster import scale_to_u8, to_u8
 from diagnosis.imaging.strict import warnings_as_errors, warnings_ignored
 
@@ -49,209 +46,6 @@ from diagnosis.imaging.strict import warnings_as_errors, warnings_ignored
 # keep technical tags, re-validated below) instead of turning each into a warning.
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
-DEIDENTIFICATION_METHOD = (
-    "Fracture Portal: DICOM PS3.15 Basic Application Level Confidentiality Profile"
-)
-
-# PS3.15 Table E.1-1, Basic Profile. Z: replace with an empty value; X: remove. Identifying UIDs (U)
-# are remapped, and, whatever the table says, every person name (PN) is emptied, every date and
-# time (DA, DT, TM) emptied and every other instance UID remapped (the profile's intent, applied
-# to attributes the table does not list), and all private and overlay/curve groups removed.
-_EMPTY_KEYWORDS = (
-    "AccessionNumber",
-    "ContentCreatorName",
-    "FillerOrderNumberImagingServiceRequest",
-    "PatientBirthDate",
-    "PatientID",
-    "PatientName",
-    "PatientSex",
-    "PlacerOrderNumberImagingServiceRequest",
-    "ReferringPhysicianName",
-    "StudyID",
-    "VerifyingObserverName",
-    "PersonName",
-    "ContentDate",
-    "ContentTime",
-    "StudyDate",
-    "StudyTime",
-)
-_REMOVE_KEYWORDS = (
-    "AcquisitionComments",
-    "AcquisitionDeviceProcessingDescription",
-    "ActualHumanPerformersSequence",
-    "AdditionalPatientHistory",
-    "AdmissionID",
-    "AdmittingDiagnosesCodeSequence",
-    "AdmittingDiagnosesDescription",
-    "Allergies",
-    "Arbitrary",
-    "AuthorObserverSequence",
-    "BranchOfService",
-    "CommentsOnThePerformedProcedureStep",
-    "ConsultingPhysicianName",
-    "ContributionDescription",
-    "CountryOfResidence",
-    "CurrentPatientLocation",
-    "CustodialOrganizationSequence",
-    "DataSetTrailingPadding",
-    "DerivationDescription",
-    "DetectorID",
-    "DeviceSerialNumber",
-    "DigitalSignaturesSequence",
-    "DischargeDiagnosisDescription",
-    "EthnicGroup",
-    "FrameComments",
-    "GantryID",
-    "GeneratorID",
-    "IconImageSequence",
-    "IdentifyingComments",
-    "ImageComments",
-    "ImagePresentationComments",
-    "InstitutionAddress",
-    "InstitutionCodeSequence",
-    "InstitutionName",
-    "InstitutionalDepartmentName",
-    "InsurancePlanIdentification",
-    "IntendedRecipientsOfResultsIdentificationSequence",
-    "InterpretationApproverSequence",
-    "InterpretationAuthor",
-    "InterpretationDiagnosisDescription",
-    "InterpretationIDIssuer",
-    "InterpretationRecorder",
-    "InterpretationText",
-    "InterpretationTranscriber",
-    "IssuerOfAdmissionID",
-    "IssuerOfPatientID",
-    "MedicalAlerts",
-    "MedicalRecordLocator",
-    "MilitaryRank",
-    "ModifiedAttributesSequence",
-    "ModifiedImageDescription",
-    "ModifyingDeviceID",
-    "NameOfPhysiciansReadingStudy",
-    "NamesOfIntendedRecipientsOfResults",
-    "Occupation",
-    "OperatorIdentificationSequence",
-    "OperatorsName",
-    "OrderCallbackPhoneNumber",
-    "OrderEnteredBy",
-    "OrderEntererLocation",
-    "OriginalAttributesSequence",
-    "OtherPatientIDs",
-    "OtherPatientIDsSequence",
-    "OtherPatientNames",
-    "ParticipantSequence",
-    "PatientAddress",
-    "PatientAge",
-    "PatientBirthName",
-    "PatientBirthTime",
-    "PatientComments",
-    "PatientInsurancePlanCodeSequence",
-    "PatientMotherBirthName",
-    "PatientPrimaryLanguageCodeSequence",
-    "PatientPrimaryLanguageModifierCodeSequence",
-    "PatientReligiousPreference",
-    "PatientSexNeutered",
-    "PatientSize",
-    "PatientState",
-    "PatientTelephoneNumbers",
-    "PatientTransportArrangements",
-    "PatientWeight",
-    "PerformedLocation",
-    "PerformedProcedureStepDescription",
-    "PerformedProcedureStepID",
-    "PerformedStationAETitle",
-    "PerformedStationGeographicLocationCodeSequence",
-    "PerformedStationName",
-    "PerformedStationNameCodeSequence",
-    "PerformingPhysicianIdentificationSequence",
-    "PerformingPhysicianName",
-    "PersonAddress",
-    "PersonIdentificationCodeSequence",
-    "PersonTelephoneNumbers",
-    "PhysicianApprovingInterpretation",
-    "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence",
-    "PhysiciansReadingStudyIdentificationSequence",
-    "PreMedication",
-    "PregnancyStatus",
-    "ProtocolName",
-    "ReasonForStudy",
-    "ReasonForTheImagingServiceRequest",
-    "ReasonForTheRequestedProcedure",
-    "ReferencedPatientAliasSequence",
-    "ReferencedPatientSequence",
-    "ReferringPhysicianAddress",
-    "ReferringPhysicianIdentificationSequence",
-    "ReferringPhysicianTelephoneNumbers",
-    "RegionOfResidence",
-    "RequestAttributesSequence",
-    "RequestedContrastAgent",
-    "RequestedProcedureComments",
-    "RequestedProcedureDescription",
-    "RequestedProcedureID",
-    "RequestedProcedureLocation",
-    "RequestingPhysician",
-    "RequestingService",
-    "ResponsibleOrganization",
-    "ResponsiblePerson",
-    "ResultsComments",
-    "ResultsDistributionListSequence",
-    "ResultsIDIssuer",
-    "ReviewerName",
-    "ScheduledHumanPerformersSequence",
-    "ScheduledPatientInstitutionResidence",
-    "ScheduledPerformingPhysicianIdentificationSequence",
-    "ScheduledPerformingPhysicianName",
-    "ScheduledProcedureStepDescription",
-    "ScheduledProcedureStepLocation",
-    "ScheduledStationAETitle",
-    "ScheduledStationGeographicLocationCodeSequence",
-    "ScheduledStationName",
-    "ScheduledStationNameCodeSequence",
-    "SeriesDescription",
-    "ServiceEpisodeDescription",
-    "ServiceEpisodeID",
-    "SmokingStatus",
-    "SourceApplicationEntityTitle",
-    "SpecialNeeds",
-    "StationName",
-    "StudyComments",
-    "StudyDescription",
-    "StudyIDIssuer",
-    "TextComments",
-    "TextString",
-    "TimezoneOffsetFromUTC",
-    "TopicAuthor",
-    "TopicKeywords",
-    "TopicSubject",
-    "TopicTitle",
-    "VerifyingObserverIdentificationCodeSequence",
-    "VerifyingObserverSequence",
-    "VerifyingOrganization",
-    "VisitComments",
-)
-_EMPTY_TAGS = frozenset(tag_for_keyword(k) for k in _EMPTY_KEYWORDS)
-_REMOVE_TAGS = frozenset(tag_for_keyword(k) for k in _REMOVE_KEYWORDS)
-# UIDs that identify a kind of thing, not an instance: kept as they are.
-_CLASS_UID_TAGS = frozenset(
-    tag_for_keyword(k)
-    for k in (
-        "SOPClassUID",
-        "MediaStorageSOPClassUID",
-        "TransferSyntaxUID",
-        "ReferencedSOPClassUID",
-        "ImplementationClassUID",
-        "CodingSchemeUID",
-        "RelatedGeneralSOPClassUID",
-        "OriginalSpecializedSOPClassUID",
-        "AffectedSOPClassUID",
-        "RequestedSOPClassUID",
-        "ContextGroupExtensionCreatorUID",
-        "MappingResourceUID",
-        "ReferencedTransferSyntaxUIDInFile",
-    )
-)
 _PIXEL_DATA_TAG = tag_for_keyword("PixelData")
 
 # Technical tags copied into XrayImage.dicom_metadata (after de-identification).
@@ -337,6 +131,7 @@ def decode_dicom(
     """Parse, check the header against the caps and the real pixel data, window to 8 bit and
     de-identify. `keep_original` also returns the de-identified data set (preamble zeroed)."""
     ds = _parse(data, has_preamble=has_preamble)
+    refuse_burned_in_annotation(ds)
     header = _check_header(ds, max_pixels=max_pixels)
     pixels = _decode_pixels(ds, header)
     deidentify(ds)
@@ -678,64 +473,6 @@ def window_to_u8(values: np.ndarray, ds: Dataset) -> np.ndarray:
 
         return scale_to_u8(apply_voi_lut(values, ds), inplace=True)
     return scale_to_u8(values, inplace=True)
-
-
-def _remap_uid(value: str) -> str:
-    secret = hashlib.sha256(settings.SECRET_KEY.encode()).hexdigest()
-    return str(generate_uid(entropy_srcs=[secret, value]))
-
-
-def _deidentify_element(dataset: Dataset, elem: DataElement) -> None:
-    tag = elem.tag
-    if tag == _PIXEL_DATA_TAG:
-        return
-    group = tag.group
-    # Private tags, curves (50xx) and overlays (60xx; their bitmaps may carry burned-in text).
-    if tag.is_private or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
-        del dataset[tag]
-        return
-    if tag in _REMOVE_TAGS:
-        del dataset[tag]
-        return
-    if tag in _EMPTY_TAGS or elem.VR in ("PN", "DA", "DT", "TM"):
-        if elem.VR == "SQ":
-            elem.value = Sequence()
-        else:
-            elem.value = ""
-        return
-    if elem.VR == "UI" and tag not in _CLASS_UID_TAGS and elem.value:
-        if elem.VM > 1:
-            elem.value = [_remap_uid(str(v)) for v in elem.value]
-        else:
-            elem.value = _remap_uid(str(elem.value))
-
-
-def deidentify(ds: Dataset) -> None:
-    """PS3.15 basic profile, in place: see the tables above. Also marks the data set as
-    de-identified (PatientIdentityRemoved=YES, DeidentificationMethod and its code)."""
-    ds.remove_private_tags()
-    ds.walk(_deidentify_element, recursive=True)
-    file_meta = getattr(ds, "file_meta", None)
-    if file_meta is not None:
-        for keyword in ("MediaStorageSOPInstanceUID",):
-            if keyword in file_meta and file_meta.get(keyword):
-                setattr(file_meta, keyword, _remap_uid(str(file_meta.get(keyword))))
-        for keyword in (
-            "SourceApplicationEntityTitle",
-            "SendingApplicationEntityTitle",
-            "ReceivingApplicationEntityTitle",
-            "PrivateInformationCreatorUID",
-            "PrivateInformation",
-        ):
-            if keyword in file_meta:
-                delattr(file_meta, keyword)
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
-    code = Dataset()
-    code.CodeValue = "113100"
-    code.CodingSchemeDesignator = "DCM"
-    code.CodeMeaning = "Basic Application Confidentiality Profile"
-    ds.DeidentificationMethodCodeSequence = Sequence([code])
 
 
 def _clean_text(value: Any) -> str:
