@@ -330,7 +330,10 @@ class CaseDetailOutputSerializer(CaseListOutputSerializer):
         return {
             "status": status,
             "final_label": case.final_label or None,
-            "reviewed_by": last["reviewer_name"] if last is not None else None,
+            # Who reviewed, once the case is final (the reads the user may see are its reads).
+            "reviewed_by": last["reviewer_name"]
+            if last is not None and case.status == Case.Status.REVIEWED
+            else None,
             "reviewed_at": _iso(case.reviewed_at, tz),
             "needs_second_read": case.needs_second_read,
             "needs_adjudication": case.needs_adjudication,

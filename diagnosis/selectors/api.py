@@ -27,6 +27,7 @@ from diagnosis.models import (
     XrayImage,
 )
 from diagnosis.selectors.cases import case_list
+from diagnosis.selectors.reads import reader_display_name, reads_visible
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -141,7 +142,7 @@ def api_case_detail(*, user: User, case_uuid: uuid_lib.UUID | str) -> CaseDetail
         .values("id", "position", "width", "height", "source_format", **_PREDICTION_VALUES)
     )
     reads: dict[int, list[dict[str, Any]]] = {}
-    for read in (
+    all_reads = (
         Review.objects.filter(image__case_id=case.pk)
         .order_by("read_number")
         .values(
@@ -151,9 +152,18 @@ def api_case_detail(*, user: User, case_uuid: uuid_lib.UUID | str) -> CaseDetail
             "decision",
             "final_label",
             "created_at",
-            reviewer_name=F("reviewer__username"),
+            "reviewer_id",
+            reviewer_first_name=F("reviewer__first_name"),
+            reviewer_last_name=F("reviewer__last_name"),
         )
-    ):
+    )
+    # Blind reads: only what the user may see (selectors.reads), readers by display name.
+    for read in reads_visible(user=user, case=case, reads=all_reads):
+        read["reviewer_name"] = reader_display_name(
+            first_name=read.pop("reviewer_first_name"),
+            last_name=read.pop("reviewer_last_name"),
+            user_id=read["reviewer_id"],
+        )
         reads.setdefault(read["image_id"], []).append(read)
     images: dict[int, ImageResults] = {}
     for row in image_rows:

@@ -29,6 +29,7 @@ from django.utils.http import urlencode
 
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import BodyPart, Case, Label, Prediction, Review, XrayImage
+from diagnosis.selectors.reads import reader_display_name, reads_visible
 
 STAGE_FIRST = Review.Read.FIRST
 STAGE_SECOND = Review.Read.SECOND
@@ -349,9 +350,12 @@ def latest_prediction(image: XrayImage) -> Prediction | None:
     return max(done, key=lambda p: (p.created_at, p.pk)) if done else None
 
 
-def case_image_reads(*, case: Case, visible_reads: Iterable[int] | None = None) -> list[ImageReads]:
-    """The case's images in order, each with its newest finished prediction and the reads whose
-    numbers are in `visible_reads` (all when None). Three queries whatever the image count."""
+def case_image_reads(
+    *, case: Case, viewer: AbstractBaseUser | AnonymousUser | None = None
+) -> list[ImageReads]:
+    """The case's images in order, each with its newest finished prediction and its reads: all of
+    them, or with `viewer` those the blind-read rule lets the viewer see
+    (`diagnosis.selectors.reads.reads_visible`). Three queries whatever the image count."""
     images = (
         XrayImage.objects.filter(case=case)
         .order_by("position", "pk")
@@ -366,13 +370,12 @@ def case_image_reads(*, case: Case, visible_reads: Iterable[int] | None = None) 
         )
     )
     result = [ImageReads(image=img, prediction=latest_prediction(img)) for img in images]
-    if visible_reads is None or list(visible_reads):
-        reviews = Review.objects.filter(image__case=case).select_related("reviewer")
-        if visible_reads is not None:
-            reviews = reviews.filter(read_number__in=list(visible_reads))
-        by_image = {item.image.pk: item for item in result}
-        for review in reviews:
-            by_image[review.image_id].reads[review.read_number] = review
+    reviews = list(Review.objects.filter(image__case=case).select_related("reviewer"))
+    if viewer is not None:
+        reviews = reads_visible(user=viewer, case=case, reads=reviews)
+    by_image = {item.image.pk: item for item in result}
+    for review in reviews:
+        by_image[review.image_id].reads[review.read_number] = review
     return result
 
 
@@ -396,7 +399,11 @@ def case_review_summary(*, case: Case) -> dict[str, Any] | None:
             {
                 "read_number": number,
                 "read_name": STAGE_NAMES.get(number, ""),
-                "reviewer": read.reviewer.get_username(),
+                "reviewer": reader_display_name(
+                    first_name=read.reviewer.first_name,
+                    last_name=read.reviewer.last_name,
+                    user_id=read.reviewer_id,
+                ),
                 "at": read.created_at,
             }
             for (number, _), read in sorted(readers.items())

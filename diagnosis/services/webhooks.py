@@ -38,6 +38,7 @@ from urllib3.exceptions import NewConnectionError
 
 from diagnosis.exceptions import DomainError
 from diagnosis.models import AuditEvent, Case, WebhookDelivery
+from diagnosis.selectors.reads import case_final_reading
 from diagnosis.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -279,12 +280,14 @@ def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
                 },
             }
         )
+    final = case_final_reading(case=case)
     return {
         "event": event,
         "case": {
             "id": str(case.uuid),
             "status": case.status,
-            "final_label": case.final_label or None,
+            # The final reading only once the case is final (blind reads: selectors.reads).
+            "final_label": final["final_label"] if final is not None else None,
             "status_url": f"/api/v1/cases/{case.uuid}/",
             "images": images,
         },

@@ -34,7 +34,6 @@ from diagnosis.models import AuditEvent, BodyPart, Case, Label, Review
 from diagnosis.selectors.models import model_version_list
 from diagnosis.selectors.reviews import (
     QUEUE_STATUSES,
-    STAGE_ADJUDICATION,
     STAGE_NAMES,
     QueueFilters,
     case_image_reads,
@@ -298,14 +297,8 @@ def release_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
 
 
 def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict[str, Any]:
-    # Blind second reads: before adjudication nobody sees another reader's decision.
-    if stage is None:
-        visible: list[int] | None = None
-    elif stage == STAGE_ADJUDICATION:
-        visible = [1, 2]
-    else:
-        visible = []
-    images = case_image_reads(case=case, visible_reads=visible)
+    # Blind second reads: one rule for every page, the API and webhooks (selectors.reads).
+    images = case_image_reads(case=case, viewer=request.user)
     holds_claim = case.claimed_by_id == request.user.pk and stage is not None
     items = []
     for item in images:

@@ -94,7 +94,7 @@ def test_detail_has_the_result(owner_api, case_with_result, radiologist):
     assert body["status"] == "reviewed"
     assert body["review"]["status"] == "reviewed"
     assert body["review"]["final_label"] == "fractured"
-    assert body["review"]["reviewed_by"] == "rad_a"
+    assert body["review"]["reviewed_by"] == f"Reader {radiologist.pk}"  # never the user name
     (img,) = body["images"]
     prediction = img["prediction"]
     assert prediction["probability"] == pytest.approx(0.83)
@@ -104,7 +104,7 @@ def test_detail_has_the_result(owner_api, case_with_result, radiologist):
     assert prediction["status"] == "done"
     assert prediction["heatmap_url"].endswith(f"/images/{image.pk}/heatmap/")
     assert body["model_version"] == prediction["model_version"]
-    assert img["reads"][0]["reviewer"] == "rad_a"
+    assert img["reads"][0]["reviewer"] == f"Reader {radiologist.pk}"
     assert AuditEvent.objects.filter(
         action="case.view", object_id=str(case_with_result.uuid)
     ).exists()
@@ -202,8 +202,9 @@ def test_detail_groups_predictions_and_reads_per_image_in_six_queries(
 ):
     """Each image shows its newest finished prediction (else its newest attempt) and its own
     reads in order; an image without predictions has none. Queries: token, permissions, case,
-    images with predictions, reads, the audit INSERT."""
-    case = factories.CaseFactory(created_by=clinician, status="in_review")
+    images with predictions, reads, the audit INSERT. (The case is final: before that its owner
+    sees no read, see test_blind_reads.py.)"""
+    case = factories.CaseFactory(created_by=clinician, status="reviewed")
     first = factories.XrayImageFactory(case=case, position=0)
     second = factories.XrayImageFactory(case=case, position=1)
     third = factories.XrayImageFactory(case=case, position=2)
@@ -216,7 +217,9 @@ def test_detail_groups_predictions_and_reads_per_image_in_six_queries(
     factories.PredictionFactory(
         image=second, model_version=active, status="running", probability=None, label=""
     )
-    second_reader = factories.RadiologistFactory(username="rad_second")
+    second_reader = factories.RadiologistFactory(
+        username="rad_second", first_name="Ada", last_name="Second"
+    )
     Review.objects.create(
         image=first, reviewer=radiologist, decision="confirm", final_label="fractured"
     )
@@ -241,16 +244,19 @@ def test_detail_groups_predictions_and_reads_per_image_in_six_queries(
     assert images[0]["prediction"]["probability"] == pytest.approx(done.probability)
     assert images[0]["prediction"]["model_version"] == old_version.version
     assert images[0]["prediction"]["heatmap_url"] is None  # no heat-map stored
-    assert [read["reviewer"] for read in images[0]["reads"]] == ["rad_a", "rad_second"]
+    assert [read["reviewer"] for read in images[0]["reads"]] == [
+        f"Reader {radiologist.pk}",
+        "Ada Second",
+    ]
     assert [read["read_number"] for read in images[0]["reads"]] == [1, 2]
     assert images[1]["prediction"]["status"] == "running"
     assert images[1]["prediction"]["label"] is None
     assert images[1]["reads"] == []
     assert images[2]["prediction"] is None
-    assert [read["reviewer"] for read in images[2]["reads"]] == ["rad_a"]
+    assert [read["reviewer"] for read in images[2]["reads"]] == [f"Reader {radiologist.pk}"]
     assert images[2]["file_url"].endswith(f"/cases/{case.uuid}/images/{third.pk}/file/")
     assert body["model_version"] == old_version.version
-    assert body["review"]["status"] == "in_review"
+    assert body["review"]["status"] == "reviewed"
 
 
 def test_list_page_in_five_queries(owner_api, clinician, django_assert_num_queries):

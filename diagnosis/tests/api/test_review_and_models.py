@@ -48,7 +48,7 @@ def test_queue_lists_waiting_cases(reader, predicted_case, clinician):
     assert reader.get("/api/v1/review/queue/", {"stage": 9}).status_code == 400
 
 
-def test_claim_read_and_finish(reader, predicted_case, settings):
+def test_claim_read_and_finish(reader, radiologist, predicted_case, settings):
     settings.SECOND_READ_RANDOM_PERCENT = 0.0
     settings.SECOND_READ_MODEL_POSITIVE = True
     claim = reader.post(f"/api/v1/review/cases/{predicted_case.uuid}/claim/")
@@ -65,7 +65,7 @@ def test_claim_read_and_finish(reader, predicted_case, settings):
     body = response.json()
     assert body["status"] == "reviewed"
     assert body["review"]["final_label"] == "not_fractured"
-    assert body["review"]["reviewed_by"] == "rad_a"
+    assert body["review"]["reviewed_by"] == f"Reader {radiologist.pk}"
     assert Review.objects.get().comment == "clear"
     assert AuditEvent.objects.filter(action="review.submit").count() == 1
 

@@ -98,7 +98,9 @@ def test_real_responses_match_the_schema(api_token):
 
     case = Case.objects.get(created_by__username="fuzz")
     image = case.images.get()
-    reader = factories.RadiologistFactory(username="fuzz-reader")
+    reader = factories.RadiologistFactory(
+        username="fuzz-reader", first_name="Fuzz", last_name="Reader"
+    )
     Review.objects.create(
         image=image,
         prediction=image.predictions.get(),
@@ -126,5 +128,5 @@ def test_real_responses_match_the_schema(api_token):
         operation.validate_response(response)
     detail = schema["/api/v1/cases/{uuid}/"]["GET"]
     body = detail.Case(path_parameters={"uuid": str(case.uuid)}, headers=headers).call().json()
-    assert body["images"][0]["reads"][0]["reviewer"] == "fuzz-reader"
+    assert body["images"][0]["reads"][0]["reviewer"] == "Fuzz Reader"  # display name
     assert body["images"][0]["prediction"]["heatmap_url"].endswith("/heatmap/")

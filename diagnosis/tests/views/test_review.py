@@ -414,7 +414,8 @@ class TestClinicianSide:
         body = page.content.decode()
         assert 'id="review-result"' in body
         assert 'id="final-label">Fracture<' in body
-        assert "rad_a" in body
+        assert f"Reader {radiologist.pk}" in body  # the reader by display name...
+        assert "rad_a" not in body  # ...never by user name
         assert 'x="0.250000"' in body
         assert 'width="0.125000"' in body
         assert 'id="notification-badge"' in body  # nav badge: one unread
