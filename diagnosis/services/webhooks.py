@@ -2,7 +2,9 @@
 
 `webhook_notify` records one WebhookDelivery per (client, case, event) and dispatches the delivery
 task after commit. `webhook_deliver` makes one attempt: it POSTs the JSON payload with
-`X-Fracture-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` and records the outcome.
+`X-Fracture-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">,v2=<... of
+"<t>.<delivery id>.<event>.<body>">` (v2 also covers the X-Fracture-Delivery and X-Fracture-Event
+headers) and records the outcome.
 Network errors and 5xx answers are retried by the task with exponential backoff; 4xx are final.
 Only http(s) URLs are accepted, and outside DEBUG/tests private, loopback and link-local targets
 are refused (WEBHOOK_ALLOW_PRIVATE_TARGETS) so a webhook cannot reach the internal network.
@@ -25,6 +27,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -64,25 +67,41 @@ class WebhookRetryableError(Exception):
     """A network error or a 5xx answer: the task tries again later."""
 
 
-def webhook_sign(*, secret: str, body: bytes, timestamp: int) -> str:
-    """The signature header value for `body` sent at `timestamp` (unix seconds)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
+def _mac(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def webhook_sign(*, secret: str, body: bytes, timestamp: int, delivery_id: str, event: str) -> str:
+    """The signature header value for `body` sent at `timestamp` (unix seconds) as delivery
+    `delivery_id` of `event`: `v2` covers "<t>.<delivery id>.<event>.<body>", so neither header
+    can be changed without breaking it; `v1` ("<t>.<body>") stays for receivers written before."""
+    v1 = _mac(secret, f"{timestamp}.".encode() + body)
+    v2 = _mac(secret, f"{timestamp}.{delivery_id}.{event}.".encode() + body)
+    return f"t={timestamp},v1={v1},v2={v2}"
 
 
 def webhook_verify(
-    *, secret: str, body: bytes, header: str, tolerance_s: int = 300, now: float | None = None
+    *,
+    secret: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    tolerance_s: int = 300,
+    now: float | None = None,
 ) -> bool:
-    """What a receiver does: check the HMAC in constant time and reject stale timestamps."""
+    """What a receiver does: check the `v2` HMAC (timestamp, delivery id, event and body) in
+    constant time and reject stale timestamps. `headers` are the request's headers."""
+    lowered = {name.lower(): value for name, value in headers.items()}
     try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
+        parts = dict(item.split("=", 1) for item in lowered[SIGNATURE_HEADER.lower()].split(","))
         timestamp = int(parts["t"])
+        delivery_id = lowered[DELIVERY_HEADER.lower()]
+        event = lowered[EVENT_HEADER.lower()]
     except (KeyError, ValueError):
         return False
     if abs((now if now is not None else time.time()) - timestamp) > tolerance_s:
         return False
-    expected = webhook_sign(secret=secret, body=body, timestamp=timestamp)
-    return hmac.compare_digest(expected, f"t={timestamp},v1={parts.get('v1', '')}")
+    expected = _mac(secret, f"{timestamp}.{delivery_id}.{event}.".encode() + body)
+    return hmac.compare_digest(expected, parts.get("v2", ""))
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,42 @@ def _url_check(url: str) -> tuple[SplitResult, int]:
     return parts, port
 
 
+_NAT64_PREFIXES = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # well-known NAT64 prefix (RFC 6052)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries and that a network may route to: IPv4-mapped
+    (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:AABB:CCDD::)
+    and Teredo (server and client)."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    value = int(address)
+    if value >> 32 == 0 and value > 1:  # ::a.b.c.d (not :: or ::1, checked as IPv6)
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if any(address in prefix for prefix in _NAT64_PREFIXES):
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
+
+def address_is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for a globally routable unicast address. IPv6 forms that embed an IPv4 address are
+    judged by that address too (`::127.0.0.1`, `64:ff9b::a9fe:a9fe`, `2002:7f00:1::1` are
+    loopback and link-local in disguise)."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        return all(v4.is_global and not v4.is_multicast for v4 in embedded_ipv4(address))
+    return True
+
+
 def webhook_target_resolve(*, url: str) -> WebhookTarget:
     """Check `url`, resolve its host once and (unless WEBHOOK_ALLOW_PRIVATE_TARGETS) refuse it if
     any address is private, loopback, link-local, reserved or multicast. The delivery connects only
@@ -125,9 +180,7 @@ def webhook_target_resolve(*, url: str) -> WebhookTarget:
         if family not in (socket.AF_INET, socket.AF_INET6) or sockaddr[0] in addresses:
             continue
         address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
-        if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS and (
-            not address.is_global or address.is_multicast
-        ):
+        if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS and not address_is_public(address):
             raise InvalidWebhookUrlError(
                 "The webhook host resolves to a private or reserved address."
             )
@@ -359,7 +412,11 @@ def webhook_deliver(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
         "Content-Type": "application/json",
         "User-Agent": "FracturePortal-Webhook/1",
         SIGNATURE_HEADER: webhook_sign(
-            secret=client.webhook_secret, body=body, timestamp=int(time.time())
+            secret=client.webhook_secret,
+            body=body,
+            timestamp=int(time.time()),
+            delivery_id=str(delivery.pk),
+            event=delivery.event,
         ),
         EVENT_HEADER: delivery.event,
         DELIVERY_HEADER: str(delivery.pk),

@@ -97,5 +97,5 @@ def test_worker_retries_after_a_500_with_backoff(worker, clinician):
         assert webhook_verify(
             secret=client.webhook_secret,
             body=request["body"],
-            header=request["headers"]["X-Fracture-Signature"],
+            headers=request["headers"],
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import errno
 import http.client
+import ipaddress
 import json
 import select
 import socket
@@ -30,6 +31,7 @@ from diagnosis.services.webhooks import (
     InvalidWebhookUrlError,
     PinnedAddressAdapter,
     WebhookRetryableError,
+    address_is_public,
     webhook_notify,
     webhook_sign,
     webhook_url_validate,
@@ -134,23 +136,52 @@ def test_delivery_is_signed_and_retried_after_a_500(clinician):
         headers, body = request["headers"], request["body"]
         assert headers["X-Fracture-Event"] == "case.predicted"
         assert headers["Content-Type"] == "application/json"
-        assert webhook_verify(
-            secret=client.webhook_secret, body=body, header=headers["X-Fracture-Signature"]
-        )
-        assert not webhook_verify(secret="wrong", body=body, header=headers["X-Fracture-Signature"])
-        assert not webhook_verify(
-            secret=client.webhook_secret, body=body + b" ", header=headers["X-Fracture-Signature"]
-        )
+        assert webhook_verify(secret=client.webhook_secret, body=body, headers=headers)
+        assert not webhook_verify(secret="wrong", body=body, headers=headers)
+        assert not webhook_verify(secret=client.webhook_secret, body=body + b" ", headers=headers)
         assert json.loads(body)["case"]["id"] == str(case.uuid)
 
 
+def _signed() -> dict[str, str]:
+    """The headers of delivery 17 of case.predicted with body {} at t=1700000000."""
+    signature = webhook_sign(
+        secret="s3cret",
+        body=b"{}",
+        timestamp=1_700_000_000,
+        delivery_id="17",
+        event="case.predicted",
+    )
+    return {
+        "X-Fracture-Signature": signature,
+        "X-Fracture-Delivery": "17",
+        "X-Fracture-Event": "case.predicted",
+    }
+
+
 def test_signature_format_and_staleness():
-    header = webhook_sign(secret="s3cret", body=b"{}", timestamp=1_700_000_000)
-    assert header.startswith("t=1700000000,v1=")
-    assert len(header.split("v1=")[1]) == 64
-    assert webhook_verify(secret="s3cret", body=b"{}", header=header, now=1_700_000_100)
-    assert not webhook_verify(secret="s3cret", body=b"{}", header=header, now=1_700_001_000)
-    assert not webhook_verify(secret="s3cret", body=b"{}", header="garbage")
+    headers = _signed()
+    assert headers["X-Fracture-Signature"].startswith("t=1700000000,v1=")
+    assert [len(part.split("=")[1]) for part in headers["X-Fracture-Signature"].split(",")[1:]] == [
+        64,
+        64,
+    ]
+    assert webhook_verify(secret="s3cret", body=b"{}", headers=headers, now=1_700_000_100)
+    assert not webhook_verify(secret="s3cret", body=b"{}", headers=headers, now=1_700_001_000)
+    garbage = {**headers, "X-Fracture-Signature": "garbage"}
+    assert not webhook_verify(secret="s3cret", body=b"{}", headers=garbage)
+
+
+def test_the_signature_covers_the_delivery_id_and_the_event():
+    """A replay with another delivery id (to slip past a receiver's de-duplication) or another
+    event name fails verification (issue #13)."""
+    now = 1_700_000_100
+    assert webhook_verify(secret="s3cret", body=b"{}", headers=_signed(), now=now)
+    replayed = {**_signed(), "X-Fracture-Delivery": "18"}
+    assert not webhook_verify(secret="s3cret", body=b"{}", headers=replayed, now=now)
+    relabelled = {**_signed(), "X-Fracture-Event": "case.reviewed"}
+    assert not webhook_verify(secret="s3cret", body=b"{}", headers=relabelled, now=now)
+    unsigned_id = {k: v for k, v in _signed().items() if k != "X-Fracture-Delivery"}
+    assert not webhook_verify(secret="s3cret", body=b"{}", headers=unsigned_id, now=now)
 
 
 def test_4xx_is_final_and_not_retried(clinician):
@@ -240,6 +271,15 @@ def test_only_http_urls_are_accepted(url):
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]/",
         "http://0.0.0.0/",
+        # IPv6 forms that embed a private IPv4 address (issue #13): IPv4-compatible, -mapped,
+        # NAT64 (well-known and local-use), 6to4 and Teredo.
+        "http://[::127.0.0.1]/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[2002:7f00:1::1]/",
+        "http://[2002:c0a8:1::1]/",
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
     ],
 )
 def test_private_targets_are_refused_in_production(settings, url):
@@ -366,7 +406,7 @@ def test_pinned_delivery_keeps_the_hostname_in_the_host_header(clinician, settin
     assert webhook_verify(
         secret=client.webhook_secret,
         body=request["body"],
-        header=request["headers"]["X-Fracture-Signature"],
+        headers=request["headers"],
     )
 
 
@@ -574,7 +614,7 @@ def test_delivery_goes_through_the_configured_proxy(clinician, settings, monkeyp
     assert webhook_verify(
         secret=client.webhook_secret,
         body=request["body"],
-        header=request["headers"]["X-Fracture-Signature"],
+        headers=request["headers"],
     )
     assert AuditEvent.objects.get(action="webhook.deliver").outcome == "success"
 
@@ -599,8 +639,28 @@ def test_without_a_configured_proxy_the_environment_proxy_is_not_used(
     assert webhook_verify(
         secret=client.webhook_secret,
         body=request["body"],
-        header=request["headers"]["X-Fracture-Signature"],
+        headers=request["headers"],
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700::1111", True),
+        ("64:ff9b::808:808", True),  # NAT64 of a public address
+        ("2002:808:808::1", True),  # 6to4 of a public address
+        ("::127.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("2002:7f00:1::1", False),
+        ("2002:a00:1::1", False),
+        ("::", False),
+        ("::1", False),
+    ],
+)
+def test_embedded_ipv4_is_judged_as_ipv4(text, public):
+    assert address_is_public(ipaddress.ip_address(text)) is public
 
 
 def test_private_targets_are_refused_before_the_proxy_is_contacted(clinician, settings):
@@ -701,5 +761,5 @@ def test_https_goes_through_a_connect_tunnel_with_the_certificate_checked(
     assert webhook_verify(
         secret=client.webhook_secret,
         body=request["body"],
-        header=request["headers"]["X-Fracture-Signature"],
+        headers=request["headers"],
     )
