@@ -53,7 +53,11 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("not_acceptable", 406, "The `Accept` header asks for what the endpoint lacks."),
     ErrorCode("conflict", 409, "The object's state does not allow this."),
     ErrorCode("invalid_state", 409, "The case's state does not allow this (e.g. cancel)."),
-    ErrorCode("idempotency_key_reused", 409, "The `Idempotency-Key` was used for another case."),
+    ErrorCode(
+        "idempotency_key_reused",
+        422,
+        "The `Idempotency-Key` was used for a request with other fields or files.",
+    ),
     ErrorCode("claimed_by_other", 409, "Another reviewer holds the claim."),
     ErrorCode("claim_required", 409, "Claim the case before submitting a read."),
     ErrorCode("no_active_model", 409, "No model version is active."),

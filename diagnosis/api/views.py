@@ -192,7 +192,7 @@ class CaseViewSet(ApiViewSet):
         data.is_valid(raise_exception=True)
         token = request_token(request)
         # The service answers a reused key with the first case (was_created False), also when a
-        # concurrent request won the race, and refuses a key reused for another patient (409).
+        # concurrent request won the race, and refuses a key reused for a different request (422).
         case = case_create(
             user=request.user,
             patient_ref=data.validated_data["patient_ref"],

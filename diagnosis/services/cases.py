@@ -13,14 +13,16 @@
   same key returns the case created by the first call, unchanged (its files are not validated
   or stored again, whatever they are). This holds under concurrency: the database's unique
   constraint (created_by, idempotency_key) decides, and the loser returns the winner's case.
-  If the patient reference or body part differ from that case, the call is refused instead
-  (`InvalidUploadError`, code `idempotency_key_reused`, 409). Keys are scoped per user and kept
+  If anything of the request differs from that case (patient reference, body part, clinical
+  question, urgency, or the files: their number, order and SHA-256), the call is refused instead
+  (`InvalidUploadError`, code `idempotency_key_reused`, 422). Keys are scoped per user and kept
   for the case's lifetime. The returned Case carries `was_created`: True when this call created
   it, False when an earlier case was returned.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,11 +100,18 @@ def case_create(
     predictions. `request`, if given, only supplies the client address for the audit row.
     """
     idempotency_key = _clean_idempotency_key(idempotency_key)
+    replay = _ReplayRequest(
+        patient_ref=patient_ref,
+        body_part=body_part,
+        clinical_question=clinical_question,
+        urgent=urgent,
+        files=files,
+    )
     if idempotency_key:
         existing = _case_for_key(user=user, idempotency_key=idempotency_key)
         if existing is not None:
             logger.info("idempotent replay", extra={"case_uuid": str(existing.uuid)})
-            return _replayed(existing, patient_ref=patient_ref, body_part=body_part)
+            return _replayed(existing, request=replay)
 
     case = Case(
         patient_ref=(patient_ref or "").strip(),
@@ -128,7 +137,7 @@ def case_create(
             existing = _case_for_key(user=user, idempotency_key=idempotency_key)
             if existing is not None:
                 logger.info("idempotent race", extra={"case_uuid": str(existing.uuid)})
-                return _replayed(existing, patient_ref=case.patient_ref, body_part=case.body_part)
+                return _replayed(existing, request=replay)
         raise
     except BaseException:
         _delete_files(written)
@@ -252,15 +261,48 @@ def _case_for_key(*, user: AbstractBaseUser, idempotency_key: str) -> Case | Non
     return Case.objects.filter(created_by=user, idempotency_key=idempotency_key).first()
 
 
-def _replayed(existing: Case, *, patient_ref: str, body_part: str) -> Case:
-    """The earlier case for a reused key, unless the key now comes with another patient or body
-    part: that is a different case sent with a stale key, refused rather than silently merged."""
-    if (existing.patient_ref, existing.body_part) != ((patient_ref or "").strip(), body_part):
+@dataclass(frozen=True)
+class _ReplayRequest:
+    """What a call with an Idempotency-Key asked for, to compare with the key's earlier case."""
+
+    patient_ref: str
+    body_part: str
+    clinical_question: str
+    urgent: bool
+    files: Sequence[UploadedFile]
+
+    def matches(self, case: Case) -> bool:
+        fields = (
+            (self.patient_ref or "").strip(),
+            self.body_part,
+            (self.clinical_question or "").strip(),
+            bool(self.urgent),
+        )
+        if fields != (case.patient_ref, case.body_part, case.clinical_question, case.urgent):
+            return False
+        stored = list(case.images.order_by("position").values_list("sha256", flat=True))
+        return [_upload_sha256(upload) for upload in self.files or []] == stored
+
+
+def _upload_sha256(upload: UploadedFile) -> str:
+    digest = hashlib.sha256()
+    upload.seek(0)
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    return digest.hexdigest()
+
+
+def _replayed(existing: Case, *, request: _ReplayRequest) -> Case:
+    """The earlier case for a reused key, unless the request differs from it in anything: that is
+    a different request sent with a stale key, refused rather than silently answered with the
+    earlier case."""
+    if not request.matches(existing):
         raise InvalidUploadError(
-            "This Idempotency-Key was already used for a different case; send a new key "
+            "This Idempotency-Key was already used for a different request; send a new key "
             "(reload the page).",
             code="idempotency_key_reused",
-            status_code=409,
+            status_code=422,
         )
     existing.was_created = False
     return existing

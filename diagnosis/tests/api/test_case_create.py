@@ -74,15 +74,37 @@ def test_idempotency_key_returns_the_same_case(writer, sample_jpeg_bytes):
 
 
 @pytest.mark.django_db
-def test_idempotency_key_reused_for_another_patient_is_409(writer, sample_jpeg_bytes):
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"patient_ref": "PSN-78"},
+        {"body_part": "leg"},
+        {"clinical_question": "Another question"},
+        {"urgent": "true"},
+        {"images": "other-file"},
+        {"images": "two-files"},
+    ],
+    ids=["patient", "body-part", "question", "urgent", "other-file", "more-files"],
+)
+def test_idempotency_key_reused_with_a_different_body_is_422(
+    writer, sample_jpeg_bytes, change, settings
+):
+    """A replay must be the same request: anything different is refused (issue #13), not
+    answered with the first case."""
     headers = {"HTTP_IDEMPOTENCY_KEY": "order-4712"}
     first = writer.post(URL, {**FIELDS, "images": [_upload(sample_jpeg_bytes)]}, **headers)
-    other = {**FIELDS, "patient_ref": "PSN-78", "images": [_upload(sample_jpeg_bytes)]}
-    again = writer.post(URL, other, **headers)
     assert first.status_code == 202
-    assert again.status_code == 409
+    images = {
+        "other-file": [_upload(builders.progressive_jpeg())],
+        "two-files": [_upload(sample_jpeg_bytes), _upload(builders.progressive_jpeg())],
+    }.get(change.get("images"), [_upload(sample_jpeg_bytes)])
+    again = writer.post(URL, {**FIELDS, **change, "images": images}, **headers)
+    assert again.status_code == 422, again.content
     assert again.json()["code"] == "idempotency_key_reused"
     assert Case.objects.count() == 1
+    assert XrayImage.objects.count() == 1
+    same = writer.post(URL, {**FIELDS, "images": [_upload(sample_jpeg_bytes)]}, **headers)
+    assert same.status_code == 200  # the very same request is still a replay
 
 
 @pytest.mark.django_db

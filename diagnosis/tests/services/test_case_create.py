@@ -153,7 +153,7 @@ def test_case_fields_are_validated_before_the_files(clinician, field, value):
 
 def test_idempotency_key_returns_the_first_case(clinician, clinician_b, settings):
     first = _create(clinician, idempotency_key="key-1")
-    again = _create(clinician, [_png(), _png()], idempotency_key="key-1")
+    again = _create(clinician, idempotency_key="key-1")  # the same request again
     assert again.pk == first.pk
     assert (first.was_created, again.was_created) == (True, False)
     assert again.images.count() == 1
@@ -163,12 +163,19 @@ def test_idempotency_key_returns_the_first_case(clinician, clinician_b, settings
     assert _create(clinician).pk != _create(clinician).pk
 
 
-def test_reused_key_with_another_patient_is_refused(clinician):
+def test_reused_key_with_a_different_request_is_refused(clinician):
     _create(clinician, idempotency_key="key-2", patient_ref="PSN-A")
-    for change in ({"patient_ref": "PSN-B"}, {"body_part": "leg"}):
+    for change in (
+        {"patient_ref": "PSN-B"},
+        {"body_part": "leg"},
+        {"clinical_question": "Another question"},
+        {"urgent": True},
+        {"files": [_png(), _png()]},
+        {"files": [SimpleUploadedFile("x.jpg", builders.progressive_jpeg())]},
+    ):
         with pytest.raises(InvalidUploadError) as info:
             _create(clinician, idempotency_key="key-2", **{"patient_ref": "PSN-A", **change})
-        assert (info.value.code, info.value.status_code) == ("idempotency_key_reused", 409)
+        assert (info.value.code, info.value.status_code) == ("idempotency_key_reused", 422)
     assert Case.objects.count() == 1
 
 

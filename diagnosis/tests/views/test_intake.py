@@ -304,7 +304,7 @@ def test_a_stale_form_key_for_another_patient_is_refused(clinician_client):
     assert clinician_client.post(URL, data, **XHR).status_code == 201
     data.update(patient_ref="PSN-OTHER", images=[_upload("y.jpg", builders.progressive_jpeg())])
     response = clinician_client.post(URL, data, **XHR)
-    assert response.status_code == 409
+    assert response.status_code == 422
     assert response.json()["code"] == "idempotency_key_reused"
     assert Case.objects.count() == 1
 
