@@ -46,9 +46,10 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("authentication_failed", 401, "An unknown, expired or revoked token."),
     ErrorCode("insufficient_scope", 403, "The token or account lacks the endpoint's scope."),
     ErrorCode("permission_denied", 403, "The account may not do this."),
+    ErrorCode("csrf_failed", 403, "A session-authenticated write without its CSRF token."),
     ErrorCode("read_not_allowed", 403, "A read this account may not do (stage, permission)."),
     ErrorCode("same_reader", 403, "A second read or adjudication by an earlier reader."),
-    ErrorCode("not_found", 404, "No such object, or not visible to this account."),
+    ErrorCode("not_found", 404, "No such endpoint or object, or not visible to this account."),
     ErrorCode("method_not_allowed", 405, "The endpoint does not take this HTTP method."),
     ErrorCode("not_acceptable", 406, "The `Accept` header asks for what the endpoint lacks."),
     ErrorCode("conflict", 409, "The object's state does not allow this."),
@@ -69,6 +70,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("unsupported_media_type", 415, "A body in a media type the endpoint does not take."),
     ErrorCode("unreadable_image", 422, "A stored image the model cannot read."),
     ErrorCode("throttled", 429, "Too many requests: wait `Retry-After` seconds."),
+    ErrorCode("server_error", 500, "An unexpected error on the server (logged); try again."),
     ErrorCode("inference_unavailable", 503, "Inference is temporarily unavailable."),
 )
 

@@ -1,5 +1,7 @@
-"""Site-wide middleware: security headers Django 5.2 does not set, and the session timeouts."""
+"""Site-wide middleware: the trusted proxy's X-Forwarded-Proto, security headers Django 5.2 does
+not set (CSP, no-store on everything not cached on purpose), and the session timeouts."""
 
+import ipaddress
 from collections.abc import Callable
 
 from django.conf import settings
@@ -8,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 
 from diagnosis.signals import LOGIN_AT_KEY
@@ -17,16 +20,51 @@ IDLE_KEY = "last_activity"
 _IDLE_RESOLUTION_SECONDS = 30
 
 
+def _from_trusted_proxy(request: HttpRequest) -> bool:
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", "").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in settings.TRUSTED_PROXIES)
+
+
+class TrustedProxyMiddleware:
+    """Drops X-Forwarded-Proto unless the request comes from TRUSTED_PROXIES, so only the TLS proxy
+    can tell Django a request was HTTPS (SECURE_PROXY_SSL_HEADER: secure cookies, the HTTPS
+    redirect, CSRF's referer check). First in MIDDLEWARE."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "HTTP_X_FORWARDED_PROTO" in request.META and not _from_trusted_proxy(request):
+            del request.META["HTTP_X_FORWARDED_PROTO"]
+        return self.get_response(request)
+
+
 class SecurityHeadersMiddleware:
-    """Adds Content-Security-Policy, Permissions-Policy and cross-origin isolation headers."""
+    """Adds Content-Security-Policy (the API docs' own), Permissions-Policy and cross-origin
+    isolation headers, and `Cache-Control: no-store` (Django's never-cache set) to every response
+    that does not set its own caching: pages and API answers carry patient data, which no browser
+    or proxy may keep. Static files (WhiteNoise, before this) and the image files, which set
+    `private` caching themselves, are not touched."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if settings.CONTENT_SECURITY_POLICY and not request.path.startswith("/api/docs"):
-            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        policy = (
+            settings.API_DOCS_CONTENT_SECURITY_POLICY
+            if request.path.startswith("/api/docs")
+            else settings.CONTENT_SECURITY_POLICY
+        )
+        if policy:
+            response.headers.setdefault("Content-Security-Policy", policy)
+        if not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
         response.headers.setdefault(
             "Permissions-Policy", "camera=(), microphone=(), geolocation=()"
         )

@@ -4,6 +4,7 @@ Developer defaults (SQLite, local media, in-process tasks) apply only when DJANG
 a missing DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS or DATABASE_URL raises ImproperlyConfigured.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,6 +48,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "fracture_portal.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "fracture_portal.middleware.SecurityHeadersMiddleware",
@@ -128,9 +130,24 @@ LOGIN_IP_FAILURE_LIMIT = env.int("LOGIN_IP_FAILURE_LIMIT", default=4 * LOGIN_FAI
 
 # --- Security (production values unless DEBUG) ----------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
+CSRF_FAILURE_VIEW = "diagnosis.views.errors.csrf_failure"  # JSON under /api/
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def _trusted_proxies(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(
+            ipaddress.ip_network(item.strip()) for item in value.split(",") if item.strip()
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES is malformed: {exc}.") from exc
+
+
+# X-Forwarded-Proto counts only on requests from these addresses or networks (the TLS proxy);
+# fracture_portal.middleware.TrustedProxyMiddleware drops it from anyone else.
+TRUSTED_PROXIES = _trusted_proxies(env.str("TRUSTED_PROXIES", default="127.0.0.1,::1"))
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
@@ -142,6 +159,15 @@ CONTENT_SECURITY_POLICY = env.str(
     default=(
         "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
         "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+    ),
+)
+# Swagger UI (/api/docs/): its scripts are files (no inline script), its page has an inline style.
+API_DOCS_CONTENT_SECURITY_POLICY = env.str(
+    "API_DOCS_CONTENT_SECURITY_POLICY",
+    default=(
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; "
+        "form-action 'self'"
     ),
 )
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from diagnosis.views import accounts as account_views
 from diagnosis.views import health
@@ -13,10 +13,17 @@ urlpatterns = [
     path("admin/login/", account_views.admin_login_redirect, name="admin-login-redirect"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's start-up script as a file: no inline script (CSP).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("diagnosis.api.urls")),
     path("tokens/", include("diagnosis.urls_tokens")),
     path("review/", include("diagnosis.urls_review")),
     path("registry/", include("diagnosis.urls_registry")),
     path("", include("diagnosis.urls")),
 ]
+
+# Under /api/ these answer JSON in the API's error format (diagnosis.views.errors).
+handler400 = "diagnosis.views.errors.bad_request"
+handler403 = "diagnosis.views.errors.permission_denied"
+handler404 = "diagnosis.views.errors.page_not_found"
+handler500 = "diagnosis.views.errors.server_error"
