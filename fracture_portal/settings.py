@@ -98,6 +98,12 @@ if REDIS_CACHE_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_CACHE_URL,
+            # A dead or unreachable Redis fails fast instead of hanging the request: sign-in then
+            # falls back to the audit trail (services.accounts).
+            "OPTIONS": {
+                "socket_connect_timeout": env.float("REDIS_CACHE_TIMEOUT_SECONDS", default=1.0),
+                "socket_timeout": env.float("REDIS_CACHE_TIMEOUT_SECONDS", default=1.0),
+            },
         }
     }
 else:
@@ -127,6 +133,12 @@ LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 # Per client address: higher, since several users may share one address (hospital NAT).
 LOGIN_IP_FAILURE_LIMIT = env.int("LOGIN_IP_FAILURE_LIMIT", default=4 * LOGIN_FAILURE_LIMIT)
+# LOGIN_FAILURE_LIMIT counts per username *and* address. The slow per-username back-off: every
+# LOGIN_USER_FAILURE_LIMIT failures (all addresses) within LOGIN_USER_WINDOW_SECONDS pause the
+# username everywhere for LOGIN_USER_BACKOFF_SECONDS, doubled per step up to LOGIN_LOCKOUT_SECONDS.
+LOGIN_USER_FAILURE_LIMIT = env.int("LOGIN_USER_FAILURE_LIMIT", default=4 * LOGIN_FAILURE_LIMIT)
+LOGIN_USER_WINDOW_SECONDS = env.int("LOGIN_USER_WINDOW_SECONDS", default=60 * 60)
+LOGIN_USER_BACKOFF_SECONDS = env.int("LOGIN_USER_BACKOFF_SECONDS", default=60)
 
 # --- Security (production values unless DEBUG) ----------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

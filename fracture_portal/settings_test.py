@@ -25,3 +25,4 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # tests' way. The tests of the lockout itself set their own limits.
 LOGIN_FAILURE_LIMIT = 50
 LOGIN_IP_FAILURE_LIMIT = 200
+LOGIN_USER_FAILURE_LIMIT = 500

@@ -67,6 +67,30 @@ def notification_case_reviewed(*, case: Case) -> Notification:
     return notification
 
 
+def notification_security(*, user: AbstractBaseUser, message: str) -> Notification:
+    """Tell a user about their account's security (e.g. a sign-in lockout): an in-app notification
+    now, the same text by e-mail (when the account has an address) after the transaction commits.
+    `message` carries no clinical content."""
+    notification = notification_create(user=user, message=message)
+    recipient = getattr(user, "email", "")
+    if recipient:
+        user_pk = user.pk
+
+        def send() -> None:
+            try:
+                send_mail(
+                    "Fracture Portal: sign-in to your account",
+                    f"{message}\n",
+                    settings.DEFAULT_FROM_EMAIL,
+                    [recipient],
+                )
+            except Exception:  # a mail outage must not fail the sign-in attempt
+                logger.exception("security e-mail failed", extra={"user_id": user_pk})
+
+        transaction.on_commit(send)
+    return notification
+
+
 def _label_display(value: str) -> str:
     try:
         return str(Label(value).label)

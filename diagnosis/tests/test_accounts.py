@@ -149,7 +149,7 @@ def test_admin_sees_and_lifts_a_lockout_and_it_is_audited(
     settings.LOGIN_FAILURE_LIMIT = 2
     for _ in range(2):
         _login(Client(), "clin_a", "nope-nope-123", ip="10.0.0.7")
-    assert b"Too many failed" in _login(Client(), "clin_a", PASSWORD, ip="10.0.0.8").content
+    assert b"Too many failed" in _login(Client(), "clin_a", PASSWORD, ip="10.0.0.7").content
     admin = client_for(admin_user)
     url = reverse("admin:auth_user_changelist")
     page = admin.get(url).content.decode()
@@ -157,7 +157,7 @@ def test_admin_sees_and_lifts_a_lockout_and_it_is_audited(
     assert 'alt="True"' in row  # the "Sign-in locked" column
     response = admin.post(url, {"action": "unlock_signin", "_selected_action": [clinician.pk]})
     assert response.status_code == 302
-    assert _login(Client(), "clin_a", PASSWORD, ip="10.0.0.8").status_code == 302
+    assert _login(Client(), "clin_a", PASSWORD, ip="10.0.0.7").status_code == 302
     event = AuditEvent.objects.get(action="account.unlock")
     assert (event.actor_id, event.object_id, event.extra["was_locked"]) == (
         admin_user.pk,

@@ -29,7 +29,8 @@ LOCKED_MESSAGE = (
 
 
 class PortalAuthenticationForm(AuthenticationForm):
-    """Refuses to authenticate while the username or the client address is locked out.
+    """Refuses to authenticate while the username is locked out from this client address (or
+    everywhere, in its back-off) or the address itself is locked out.
 
     The lock and its message do not depend on whether the account exists (no enumeration)."""
 
@@ -67,7 +68,7 @@ class PortalAuthenticationForm(AuthenticationForm):
             ):
                 raise self._locked_error() from exc
             raise
-        login_failures_reset(username=username)
+        login_failures_reset(username=username, ip=ip)
         return cleaned
 
 
