@@ -1,6 +1,7 @@
-"""Per-image cost of one model pass (forward + Grad-CAM backward, `ml.gradcam.gradcam_batch`) at
-several batch sizes, for the model as trained and for the served inference graph
-(`ml.model.fold_batchnorm`): the measurements behind INFERENCE_MODEL_BATCH=0 (auto) and folding.
+"""Per-image cost of one model pass (forward + Grad-CAM backward, and the heat-map head of a model
+that localises: `ml.serving.Predictor.raw_outputs`) at several batch sizes, for the model as trained
+and for the served inference graph (`Predictor.load`: BatchNorm folded): the measurements behind
+INFERENCE_MODEL_BATCH=0 (auto) and folding.
 
     .venv/bin/python bench/inference_model_pass.py [--model DIR] [--sizes 1 4 8 16] [--repeat 5]
         [--intra-op N --parallel K]
@@ -41,8 +42,8 @@ def main() -> None:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
         tf.config.threading.set_inter_op_parallelism_threads(max(2, args.parallel))
 
-    from ml import gradcam, registry
-    from ml.model import fold_batchnorm
+    from ml import registry
+    from ml.serving import Predictor
 
     path, description = common.model_dir(args.model)
     model, card = registry.load(path)
@@ -51,14 +52,17 @@ def main() -> None:
         f"model: {description}; input {size} px; intra-op threads {args.intra_op or 'auto'}, "
         f"{args.parallel} pass(es) side by side"
     )
-    for name, graph in (("as trained", model), ("folded (served)", fold_batchnorm(model))):
+    for name, predictor in (
+        ("as trained", Predictor(model, card)),
+        ("folded (served)", Predictor.load(path)),
+    ):
         for batch_size in args.sizes:
             batch = np.random.default_rng(0).uniform(0, 255, (batch_size, size, size, 1))
             batch = batch.astype(np.float32)
-            gradcam.gradcam_batch(graph, batch, layer=card.gradcam_layer)  # trace this shape
+            predictor.raw_outputs(batch, gradcam=True, pass_size=batch_size)  # trace
 
-            def passes(graph=graph, batch=batch) -> None:
-                gradcam.gradcam_batch(graph, batch, layer=card.gradcam_layer)
+            def passes(predictor=predictor, batch=batch, batch_size=batch_size) -> None:
+                predictor.raw_outputs(batch, gradcam=True, pass_size=batch_size)
 
             times = []
             for _ in range(args.repeat):

@@ -22,11 +22,11 @@ from django.conf import settings
 from diagnosis.exceptions import ModelArtifactError, UnreadableImageError
 
 if TYPE_CHECKING:
-    import keras
     import numpy as np
     import numpy.typing as npt
 
     from ml.registry import ModelCard
+    from ml.serving import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class ImageResult:
     # The colourised heat-map at the canonical image size, as a palette PNG with transparency
     # (the layer the pages and API clients put over the image; `overlay_render` burns it in).
     heatmap_png: bytes
+    # Suspected fracture sites from a model that localises, best first: {"x0", "y0", "x1", "y1",
+    # "score"} in pixels of the canonical image (empty for a classifier-only model).
+    candidates: list[dict[str, float]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -107,37 +110,31 @@ def artifact_verify(artifact_dir: Path) -> CardInfo:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(artifact_dir: str, sha256: str) -> tuple[keras.Model, ModelCard]:
-    """Load once per process; keyed by folder and checksum so a replaced artifact reloads."""
+def _load(artifact_dir: str, sha256: str) -> Predictor:
+    """Load once per process; keyed by folder and checksum so a replaced artifact reloads. The
+    predictor serves the folded graph (BatchNormalization folded into the convolutions: same
+    outputs, about half the work per model pass), the one ml.serving builds for every caller."""
     from ml import registry  # TensorFlow is first imported here, in the worker child
-    from ml.model import fold_batchnorm
+    from ml.serving import Predictor
 
     started = time.perf_counter()
     try:
-        model, card = registry.load(artifact_path(artifact_dir))
+        predictor = Predictor.load(artifact_path(artifact_dir), expected_sha256=sha256)
     except (registry.InvalidArtifactError, registry.ChecksumMismatchError) as exc:
         raise ModelArtifactError(str(exc)) from exc
-    # Serve the inference graph: BatchNormalization folded into the convolutions (same outputs,
-    # about half the work per model pass).
-    model = fold_batchnorm(model)
-    if sha256 and card.sha256 != sha256:
-        raise ModelArtifactError("the artifact on disk is not the registered version (sha256)")
     logger.info(
         "model loaded",
-        extra={"model_version": card.version, "load_ms": (time.perf_counter() - started) * 1e3},
+        extra={
+            "model_version": predictor.version,
+            "load_ms": (time.perf_counter() - started) * 1e3,
+        },
     )
-    return model, card
+    return predictor
 
 
 def model_preload(*, artifact_dir: str, sha256: str) -> None:
     """Load (and trace) the model ahead of the first task, e.g. when a worker child starts."""
-    import numpy as np
-
-    from ml import gradcam
-
-    model, card = _load(artifact_dir, sha256)
-    size = card.spec.size
-    gradcam.gradcam_batch(model, np.zeros((1, size, size, 1), np.float32), layer=card.gradcam_layer)
+    _load(artifact_dir, sha256).warm_up()
 
 
 def runtime_warm_up() -> None:
@@ -145,9 +142,9 @@ def runtime_warm_up() -> None:
     import tensorflow  # noqa: F401
 
     import ml.gradcam
-    import ml.inference
     import ml.preprocess
-    import ml.registry  # noqa: F401
+    import ml.registry
+    import ml.serving  # noqa: F401
 
 
 def model_pass_size(waiting: int) -> int:
@@ -211,73 +208,61 @@ def run_batch(
     temperature: float,
     pass_size: int = 0,
 ) -> list[ImageResult | UnreadableImageError]:
-    """Predict a batch of canonical images; each model pass (forward + Grad-CAM backward) takes
-    `pass_size` images (0: `model_pass_size()`).
+    """Predict a batch of canonical images through the process's `ml.serving.Predictor`; each
+    model pass (forward + Grad-CAM backward) takes `pass_size` images (0: `model_pass_size()`).
 
+    `thresholds` and `temperature` are the registered version's (they may differ from its card
+    after an admin re-tuned them; a locator's card fuses its classifier and heat-map outputs
+    first, with temperature 1).
     Returns one entry per input, in order: an ImageResult, or an UnreadableImageError for an image
     that cannot be decoded (the others still run). Timings are milliseconds per image; a shared
     model pass is divided evenly over its images.
     """
-    import numpy as np
-
     from ml import gradcam, preprocess
-    from ml import inference as ml_inference
 
-    model, card = _load(artifact_dir, sha256)
-    spec = card.spec
+    predictor = _load(artifact_dir, sha256)
     pool = _image_pool()
 
-    def prepare(data: bytes) -> tuple[Any, Any, float] | UnreadableImageError:
+    def decode(data: bytes) -> tuple[Any, float] | UnreadableImageError:
         started = time.perf_counter()
         try:
-            image = preprocess.decode_image(data)
-            tensor = preprocess.preprocess(image, spec)
+            return preprocess.decode_image(data), (time.perf_counter() - started) * 1e3
         except preprocess.InvalidImageError as exc:
             return UnreadableImageError(f"The image could not be decoded: {exc}")
-        return image, tensor, (time.perf_counter() - started) * 1e3
 
-    outcomes: list[ImageResult | UnreadableImageError | None] = [None] * len(images)
-    decoded: dict[int, npt.NDArray[np.uint8]] = {}
-    tensors: list[npt.NDArray[np.float32]] = []
-    prep_ms: dict[int, float] = {}
-    for index, prepared in enumerate(_map(pool, prepare, images)):
-        if isinstance(prepared, UnreadableImageError):
-            outcomes[index] = prepared
-            continue
-        decoded[index], tensor, prep_ms[index] = prepared
-        tensors.append(tensor)
-    size = pass_size if pass_size > 0 else model_pass_size(len(decoded))
-    logits_parts, heatmap_parts, model_ms = [], [], []
-    for start in range(0, len(tensors), size):
-        chunk = np.stack(tensors[start : start + size])
+    decoded = _map(pool, decode, images)
+    readable = [i for i, d in enumerate(decoded) if not isinstance(d, UnreadableImageError)]
+    outcomes: list[ImageResult | UnreadableImageError | None] = [
+        d if isinstance(d, UnreadableImageError) else None for d in decoded
+    ]
+    if not readable:
+        return [o for o in outcomes if o is not None]
+    size = pass_size if pass_size > 0 else model_pass_size(len(readable))
+    predictions = predictor.predict(
+        [decoded[i][0] for i in readable],  # type: ignore[index]
+        pass_size=size,
+        temperature=temperature,
+        thresholds=thresholds,
+        map_fn=lambda fn, items: _map(pool, fn, items),
+    )
+
+    def render(item: tuple[int, Any]) -> tuple[int, ImageResult]:
+        index, prediction = item
         started = time.perf_counter()
-        logits, heatmaps = gradcam.gradcam_batch(
-            model, chunk, layer=card.gradcam_layer or "last_conv"
+        png = gradcam.heatmap_png(prediction.heatmap)
+        timings = dict(prediction.timings)
+        timings["preprocess_ms"] = round(timings.get("preprocess_ms", 0.0) + decoded[index][1], 2)  # type: ignore[index]
+        timings["gradcam_ms"] = round(
+            timings.get("gradcam_ms", 0.0) + (time.perf_counter() - started) * 1e3, 2
         )
-        logits_parts.append(logits)
-        heatmap_parts.extend(heatmaps)
-        model_ms += [(time.perf_counter() - started) * 1e3 / len(chunk)] * len(chunk)
-    if not decoded:
-        return [outcome for outcome in outcomes if outcome is not None]
-    probabilities = ml_inference.calibrated(np.concatenate(logits_parts), temperature)
-
-    def render(item: tuple[tuple[int, Any], Any, Any, float]) -> tuple[int, ImageResult]:
-        (index, image), probability, heatmap, pass_ms = item
-        started = time.perf_counter()
-        full = preprocess.unletterbox(heatmap, image.shape, spec.size)
-        result = ImageResult(
-            probability=float(probability),
-            fractured_at=ml_inference.labels_at(float(probability), thresholds),
-            heatmap_png=gradcam.heatmap_png(full),
-            timings={
-                "preprocess_ms": round(prep_ms[index], 2),
-                "model_ms": round(pass_ms, 2),
-                "gradcam_ms": round((time.perf_counter() - started) * 1e3, 2),
-            },
+        return index, ImageResult(
+            probability=prediction.probability,
+            fractured_at=prediction.fractured_at,
+            heatmap_png=png,
+            candidates=prediction.candidates,
+            timings=timings,
         )
-        return index, result
 
-    work = zip(decoded.items(), probabilities, heatmap_parts, model_ms, strict=True)
-    for index, result in _map(pool, render, list(work)):
+    for index, result in _map(pool, render, list(zip(readable, predictions, strict=True))):
         outcomes[index] = result
-    return [outcome for outcome in outcomes if outcome is not None]
+    return [o for o in outcomes if o is not None]

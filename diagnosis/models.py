@@ -237,6 +237,9 @@ class Prediction(models.Model):
     label = models.CharField(max_length=16, choices=Label.choices, blank=True, default="")
     labels = models.JSONField(default=dict, blank=True)
     heatmap = models.FileField(upload_to="heatmaps/", max_length=255, blank=True)
+    # Suspected fracture sites from a model that localises, best first: [{"x0", "y0", "x1", "y1",
+    # "score"}] in pixels of the canonical image (origin top-left); empty for a classifier.
+    candidates = models.JSONField(default=list, blank=True)
     timings = models.JSONField(
         default=dict, blank=True
     )  # milliseconds: preprocess, predict, gradcam

@@ -7,14 +7,15 @@ layer as `diagnosis.inference`: services call it, it imports nothing above the m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnosis.exceptions import UnreadableImageError
+from diagnosis.exceptions import ModelArtifactError, UnreadableImageError
 
 if TYPE_CHECKING:
+    from ml.evaluate import CandidateEvaluation
     from ml.snapshot import ImageFingerprint, SplitResult
 
 
@@ -116,15 +117,6 @@ def assign_splits(
     )
 
 
-def compare_aurocs(
-    labels: Sequence[int], candidate: Sequence[float], active: Sequence[float], *, n_boot: int
-) -> dict[str, float]:
-    """Paired bootstrap of AUROC(candidate) - AUROC(active) on the same images."""
-    from ml import snapshot
-
-    return snapshot.paired_bootstrap_auroc_difference(labels, candidate, active, n_boot=n_boot)
-
-
 # --- training -------------------------------------------------------------------------------------------
 
 
@@ -187,124 +179,6 @@ def train_model(
 # --- evaluation on the frozen test split ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SplitScores:
-    ids: list[str]
-    labels: list[int]
-    probabilities: list[float]
-    body_parts: list[str]
-
-
-def score_split(*, artifact_dir: Path, data_dir: Path, split: str) -> SplitScores:
-    """Calibrated probabilities of one model on a split of a materialised snapshot, computed as in
-    production (the card's preprocessing and temperature, no test-time augmentation)."""
-    import numpy as np
-
-    from ml import data as ml_data
-    from ml import inference as ml_inference
-    from ml import preprocess, registry
-
-    records = ml_data.split_records(ml_data.load_records(data_dir), split)
-    model, card = registry.load(artifact_dir)
-    probabilities: list[float] = []
-    for start in range(0, len(records), 64):
-        chunk = records[start : start + 64]
-        batch = np.stack(
-            [preprocess.preprocess(preprocess.read_image(r.path), card.spec) for r in chunk]
-        )
-        probabilities += [
-            float(p) for p in ml_inference.predict(model, batch, temperature=card.temperature)
-        ]
-    return SplitScores(
-        ids=[r.id for r in records],
-        labels=[int(r.label) for r in records],
-        probabilities=probabilities,
-        body_parts=[r.body_part for r in records],
-    )
-
-
-def _finite(value: float, digits: int = 4) -> float | None:
-    return round(float(value), digits) if value == value else None  # NaN -> None (JSON)
-
-
-def split_metrics(
-    scores: SplitScores, thresholds: Mapping[str, float], *, n_boot: int
-) -> dict[str, Any]:
-    """AUROC with its bootstrap 95% CI, PR-AUC, ECE, and each operating point's sensitivity,
-    specificity and confusion matrix (ml.metrics)."""
-    from ml import metrics
-
-    y, p = scores.labels, scores.probabilities
-    both = 0 < sum(y) < len(y)
-    ci = metrics.bootstrap_ci(y, p, n=n_boot) if both else (float("nan"), float("nan"))
-    points = {}
-    for name, threshold in thresholds.items():
-        at = metrics.at_threshold(y, p, float(threshold))
-        points[name] = {
-            "threshold": float(threshold),
-            "sensitivity": _finite(at["sensitivity"]),
-            "specificity": _finite(at["specificity"]),
-            "confusion": at["confusion"],
-        }
-    return {
-        "n": len(y),
-        "positives": int(sum(y)),
-        "auroc": _finite(metrics.auroc(y, p)) if both else None,
-        "auroc_ci": [_finite(ci[0]), _finite(ci[1])] if both else None,
-        "pr_auc": _finite(metrics.average_precision(y, p)) if both else None,
-        "ece": _finite(metrics.ece(y, p)),
-        "operating_points": points,
-    }
-
-
-def _plots(
-    labels: Sequence[int], curves: Mapping[str, Sequence[float]], out_dir: Path
-) -> dict[str, Path]:
-    """ROC curves and reliability diagrams of the models on the same images (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ml import metrics
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    both = 0 < sum(labels) < len(labels)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    for name, probs in curves.items():
-        if both:
-            fpr, tpr, _ = metrics.roc_curve(labels, probs)
-            ax.plot(fpr, tpr, label=f"{name} (AUROC {metrics.auroc(labels, probs):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, frozen test split")
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "roc.png")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    for name, probs in curves.items():
-        rows = [r for r in metrics.reliability(labels, probs) if r["count"]]
-        ax.plot(
-            [r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name
-        )
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="predicted probability", ylabel="observed fracture rate", title="Calibration")
-    ax.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "calibration.png")
-    plt.close(fig)
-    return {"roc": out_dir / "roc.png", "calibration": out_dir / "calibration.png"}
-
-
-@dataclass(frozen=True)
-class CandidateEvaluation:
-    candidate: dict[str, Any]
-    active: dict[str, Any] | None
-    comparison: dict[str, float] | None
-    plots: dict[str, Path]
-
-
 def evaluate_candidate(
     *,
     candidate_dir: Path,
@@ -314,36 +188,20 @@ def evaluate_candidate(
     plots_dir: Path,
     n_boot: int,
 ) -> CandidateEvaluation:
-    """Both models on the same images of `split`: metrics at each model's own operating points,
-    the paired bootstrap of the AUROC difference, ROC and calibration plots."""
-    from ml import registry
+    """Both models on the same images of `split`, each run through `ml.serving.Predictor` (the
+    graph that serves): see `ml.evaluate.compare_candidate`."""
+    from ml import evaluate, registry
 
-    candidate_scores = score_split(artifact_dir=candidate_dir, data_dir=data_dir, split=split)
-    if not candidate_scores.labels:
-        raise UnreadableImageError(f"The snapshot has no {split} images to evaluate on.")
-    candidate_card = registry.read_card(candidate_dir)
-    candidate = split_metrics(candidate_scores, candidate_card.thresholds, n_boot=n_boot)
-    curves = {f"candidate {candidate_card.version}": candidate_scores.probabilities}
-    active = comparison = None
-    if active_dir is not None:
-        active_scores = score_split(artifact_dir=active_dir, data_dir=data_dir, split=split)
-        active_card = registry.read_card(active_dir)
-        active = split_metrics(active_scores, active_card.thresholds, n_boot=n_boot)
-        active["version"] = active_card.version
-        curves[f"active {active_card.version}"] = active_scores.probabilities
-        if 0 < sum(candidate_scores.labels) < len(candidate_scores.labels):
-            comparison = {
-                k: round(v, 4)
-                for k, v in compare_aurocs(
-                    candidate_scores.labels,
-                    candidate_scores.probabilities,
-                    active_scores.probabilities,
-                    n_boot=n_boot,
-                ).items()
-            }
-    return CandidateEvaluation(
-        candidate=candidate,
-        active=active,
-        comparison=comparison,
-        plots=_plots(candidate_scores.labels, curves, plots_dir),
-    )
+    try:
+        return evaluate.compare_candidate(
+            candidate_dir=candidate_dir,
+            active_dir=active_dir,
+            data_dir=data_dir,
+            split=split,
+            plots_dir=plots_dir,
+            n_boot=n_boot,
+        )
+    except evaluate.EmptySplitError as exc:
+        raise UnreadableImageError(f"The snapshot has no {split} images to evaluate on.") from exc
+    except (registry.InvalidArtifactError, registry.ChecksumMismatchError) as exc:
+        raise ModelArtifactError(str(exc)) from exc

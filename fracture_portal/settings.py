@@ -418,6 +418,9 @@ RETRAIN_DEFAULT_EPOCHS = env.int("RETRAIN_DEFAULT_EPOCHS", default=5)
 PROMOTION_AUROC_MARGIN = env.float("PROMOTION_AUROC_MARGIN", default=0.02)
 PROMOTION_SENSITIVITY_TOLERANCE = env.float("PROMOTION_SENSITIVITY_TOLERANCE", default=0.02)
 PROMOTION_BOOTSTRAP_SAMPLES = env.int("PROMOTION_BOOTSTRAP_SAMPLES", default=2000)
+# Top-1 localisation (share of fractured test images whose best mark hits an expert box) may not
+# be worse than the active model's beyond this margin, with 95 % confidence (paired bootstrap).
+PROMOTION_LOCALISATION_MARGIN = env.float("PROMOTION_LOCALISATION_MARGIN", default=0.05)
 
 # --- Logging ---------------------------------------------------------------------------------------------
 LOGGING = {

@@ -187,3 +187,29 @@ def batches(
         imgs = [augment_image(images[i], rng) if augment else images[i] for i in idx]
         x = np.stack(imgs).astype(np.float32)[..., np.newaxis]
         yield x, labels[idx].astype(np.float32), weights[idx]
+
+
+BoxList = list[tuple[float, float, float, float]]
+
+
+def read_boxes(path: Path) -> dict[str, BoxList]:
+    """boxes.csv -> {image id: [(x0, y0, x1, y1), ...]} in pixels of the image file."""
+    out: dict[str, BoxList] = {}
+    if not path.is_file():
+        return out
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            box = (float(row["x0"]), float(row["y0"]), float(row["x1"]), float(row["y1"]))
+            out.setdefault(row["id"], []).append(box)
+    return out
+
+
+def read_attributes(path: Path) -> dict[str, dict[str, int]]:
+    """attributes.csv -> {image id: {flag: 0/1 or count}} (empty when the file is absent)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        return {
+            row["id"]: {k: int(float(v)) for k, v in row.items() if k != "id" and v != ""}
+            for row in csv.DictReader(fh)
+        }

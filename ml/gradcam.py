@@ -184,3 +184,28 @@ def overlay(
     blended = rgb.astype(np.float32) * (1.0 - weight) + _jet(hm).astype(np.float32) * weight
     out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return burn_caption(out)
+
+
+def draw_candidates(
+    image_rgb: npt.NDArray[np.uint8], candidates: list[dict[str, float]]
+) -> npt.NDArray[np.uint8]:
+    """Draw the model's suspected fracture sites (boxes, best first, numbered with their score)
+    on an RGB image in place (cyan, dashed-free 2 px) and return it."""
+    height, width = image_rgb.shape[:2]
+    thickness = max(1, round(max(height, width) / 400))
+    for rank, c in enumerate(candidates, 1):
+        x0, y0 = round(c["x0"]), round(c["y0"])
+        x1, y1 = round(c["x1"]), round(c["y1"])
+        cv2.rectangle(image_rgb, (x0, y0), (x1, y1), (0, 230, 255), thickness, cv2.LINE_AA)
+        label = f"{rank}: {c['score']:.2f}"
+        cv2.putText(
+            image_rgb,
+            label,
+            (x0, max(10, y0 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            (0, 230, 255),
+            1,
+            cv2.LINE_AA,
+        )
+    return image_rgb

@@ -246,3 +246,149 @@ def fit_platt(y_true: npt.ArrayLike, logits: npt.ArrayLike) -> tuple[float, floa
     if a <= 0:  # a useless or inverted score: fall back to the base rate
         return 1e-3, float(np.log(max(y.mean(), 1e-6) / max(1 - y.mean(), 1e-6)))
     return float(a), float(b)
+
+
+# --- Localisation (issue #15 definitions) ---------------------------------------------------------------
+#
+# A candidate is a box (x0, y0, x1, y1) in pixels of the image as read (EXIF applied, origin top-left)
+# with a score in [0, 1]; a point candidate (a heat-map peak) has x0 == x1 and y0 == y1. It HITS an
+# expert box when its centre lies inside that box grown by 5 % of the image's longer side on every
+# side, and its own area is at most 25 % of the image.
+
+HIT_MARGIN = 0.05
+MAX_CANDIDATE_AREA = 0.25
+FROC_RATES = (0.25, 0.5, 1.0)
+
+Box = tuple[float, float, float, float]
+
+
+def candidate_hits(candidate: Box, box: Box, image_hw: tuple[int, int]) -> bool:
+    """Whether `candidate` hits the expert `box` in an image of shape (height, width)."""
+    height, width = float(image_hw[0]), float(image_hw[1])
+    cx0, cy0, cx1, cy1 = (float(v) for v in candidate)
+    if abs(cx1 - cx0) * abs(cy1 - cy0) > MAX_CANDIDATE_AREA * height * width:
+        return False
+    margin = HIT_MARGIN * max(height, width)
+    bx0, by0, bx1, by1 = (float(v) for v in box)
+    cx, cy = (cx0 + cx1) / 2.0, (cy0 + cy1) / 2.0
+    return (bx0 - margin <= cx <= bx1 + margin) and (by0 - margin <= cy <= by1 + margin)
+
+
+def _ranked(candidates: list[dict[str, float]]) -> list[dict[str, float]]:
+    return sorted(candidates, key=lambda c: -float(c["score"]))
+
+
+def _as_box(c: dict[str, float]) -> Box:
+    return (float(c["x0"]), float(c["y0"]), float(c["x1"]), float(c["y1"]))
+
+
+def top1_hits(
+    candidates: list[list[dict[str, float]]],
+    boxes: list[list[Box]],
+    shapes: list[tuple[int, int]],
+) -> npt.NDArray[np.bool_]:
+    """Per fractured image (one with at least one expert box): does its best candidate hit a box?
+    Images without expert boxes are left out; an image without candidates is a miss."""
+    out = []
+    for cands, truth, shape in zip(candidates, boxes, shapes, strict=True):
+        if not truth:
+            continue
+        ranked = _ranked(cands)
+        out.append(
+            bool(ranked) and any(candidate_hits(_as_box(ranked[0]), b, shape) for b in truth)
+        )
+    return np.asarray(out, dtype=bool)
+
+
+def top1_localisation(
+    candidates: list[list[dict[str, float]]],
+    boxes: list[list[Box]],
+    shapes: list[tuple[int, int]],
+) -> float:
+    """Share of fractured images whose highest-scoring candidate hits an expert box (NaN if none)."""
+    hits = top1_hits(candidates, boxes, shapes)
+    return float(hits.mean()) if hits.size else float("nan")
+
+
+def froc_points(
+    candidates: list[list[dict[str, float]]],
+    boxes: list[list[Box]],
+    shapes: list[tuple[int, int]],
+) -> dict[str, FloatArray]:
+    """The FROC curve over every distinct candidate score, strictest first.
+
+    At threshold t: sensitivity = share of expert boxes hit by at least one candidate with
+    score >= t; false positives per image = candidates with score >= t that hit no box, averaged
+    over ALL images of the split (fractured and not). Returns arrays `thresholds`, `sensitivity`,
+    `fp_per_image` (the first point is +inf: nothing proposed).
+    """
+    n_images = len(candidates)
+    n_boxes = sum(len(b) for b in boxes)
+    # Per candidate: its score, whether it is a false positive, and the boxes (global ids) it hits.
+    scores: list[float] = []
+    false_positive: list[bool] = []
+    hit_ids: list[list[int]] = []
+    offset = 0
+    for cands, truth, shape in zip(candidates, boxes, shapes, strict=True):
+        for c in cands:
+            hits = [offset + j for j, b in enumerate(truth) if candidate_hits(_as_box(c), b, shape)]
+            scores.append(float(c["score"]))
+            false_positive.append(not hits)
+            hit_ids.append(hits)
+        offset += len(truth)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
+    thresholds, sens, fppi = [np.inf], [0.0], [0.0]
+    found: set[int] = set()
+    fps = 0
+    for rank, k in enumerate(order):
+        found.update(hit_ids[k])
+        fps += int(false_positive[k])
+        last_of_score = rank == len(order) - 1 or scores[order[rank + 1]] != scores[k]
+        if last_of_score:
+            thresholds.append(scores[k])
+            sens.append(len(found) / n_boxes if n_boxes else float("nan"))
+            fppi.append(fps / n_images if n_images else float("nan"))
+    return {
+        "thresholds": np.asarray(thresholds, np.float64),
+        "sensitivity": np.asarray(sens, np.float64),
+        "fp_per_image": np.asarray(fppi, np.float64),
+    }
+
+
+def froc_sensitivity(
+    candidates: list[list[dict[str, float]]],
+    boxes: list[list[Box]],
+    shapes: list[tuple[int, int]],
+    rates: tuple[float, ...] = FROC_RATES,
+) -> dict[str, float]:
+    """{"fp<rate>": the highest sensitivity reached at no more than `rate` false positives per image}."""
+    curve = froc_points(candidates, boxes, shapes)
+    out = {}
+    for rate in rates:
+        ok = curve["fp_per_image"] <= rate + 1e-12
+        out[f"fp{rate:g}"] = float(curve["sensitivity"][ok].max()) if ok.any() else 0.0
+    return out
+
+
+def heatmap_peak_candidate(heatmap: npt.ArrayLike) -> list[dict[str, float]]:
+    """A heat-map (H, W) aligned with the image -> its peak as one point candidate (score = the
+    peak's value); none for an all-zero map."""
+    hm = np.asarray(heatmap, dtype=np.float64)
+    if hm.ndim != 2 or hm.size == 0 or not np.isfinite(hm).any() or float(np.nanmax(hm)) <= 0:
+        return []
+    y, x = np.unravel_index(int(np.nanargmax(hm)), hm.shape)
+    px, py = float(x) + 0.5, float(y) + 0.5
+    return [{"x0": px, "y0": py, "x1": px, "y1": py, "score": float(np.clip(hm[y, x], 0.0, 1.0))}]
+
+
+def bootstrap_over_images(
+    metric: Any, n_images: int, *, n: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of `metric(indices)`, resampling images with replacement
+    (for localisation metrics, whose unit is the image)."""
+    if n_images == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([metric(rng.integers(0, n_images, n_images)) for _ in range(n)], np.float64)
+    lo, hi = np.nanquantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)

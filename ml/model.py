@@ -122,11 +122,38 @@ def _build_lite(spec: ImageSpec, arch: str, *, dropout: float) -> keras.Model:
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = bn("stem_bn")(x)
     x = relu6("stem_relu")(x)
+    x = lite_blocks(x, arch)
+    x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = bn("head_bn")(x)
+    x = relu6(LAST_CONV)(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, name=LOGIT)(x)
+    return keras.Model(inputs, outputs, name=arch)
+
+
+def lite_blocks(x: Any, arch: str, start: int = 0, stop: int | None = None) -> Any:
+    """Apply the MBConv blocks `start` to `stop - 1` (all by default) of EfficientNet-Lite to `x`.
+
+    Layer names are `block{index}_...` whatever the range, so a model built from a middle block on
+    (e.g. over cached features of the lower blocks) shares names, and weights, with the full model.
+    """
+    from keras import layers
+
+    def bn(name: str) -> Any:
+        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99, name=name)
+
+    def relu6(name: str) -> Any:
+        return layers.ReLU(max_value=6.0, name=name)
+
     index = 0
     for (kernel, stride, expand, c_in, c_out, _), repeats in zip(
         _LITE_BLOCKS, _lite_repeats(arch), strict=True
     ):
         for r in range(repeats):
+            if index < start or (stop is not None and index >= stop):
+                index += 1
+                continue
             block_in = c_in if r == 0 else c_out
             block_stride = stride if r == 0 else 1
             p = f"block{index}_"
@@ -147,13 +174,23 @@ def _build_lite(spec: ImageSpec, arch: str, *, dropout: float) -> keras.Model:
             if block_stride == 1 and block_in == c_out:
                 x = layers.Add(name=p + "add")([shortcut, x])
             index += 1
-    x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="head_conv")(x)
-    x = bn("head_bn")(x)
-    x = relu6(LAST_CONV)(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(1, name=LOGIT)(x)
-    return keras.Model(inputs, outputs, name=arch)
+    return x
+
+
+def lite_block_output(arch: str, index: int) -> str:
+    """Name of the layer whose output is block `index`'s output."""
+    del arch  # same naming for every variant
+    return f"block{index}_add" if _block_has_residual(index) else f"block{index}_project_bn"
+
+
+def _block_has_residual(index: int) -> bool:
+    i = 0
+    for _, stride, _, c_in, c_out, repeats in _LITE_BLOCKS:
+        for r in range(repeats):
+            if i == index:
+                return (stride if r == 0 else 1) == 1 and (c_in if r == 0 else c_out) == c_out
+            i += 1
+    return False
 
 
 def lite_checkpoint_path(arch: str) -> Path:

@@ -7,62 +7,101 @@ overlay (with its caption) for the image. `predict_files` is the batched form fo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    from ml.serving import Predictor
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
+
+
+@functools.lru_cache(maxsize=2)
+def _predictor(model_dir: str, sha256: str) -> Predictor:
+    """One predictor per artifact (folder + checksum) per process."""
+    from ml.serving import Predictor
+
+    return Predictor.load(model_dir, expected_sha256=sha256)
+
+
+def load_predictor(model_dir: str | Path | None = None) -> Predictor:
+    """The `ml.serving.Predictor` of an artifact (the shipped model by default), cached."""
+    from ml import registry
+
+    folder = Path(model_dir or DEFAULT_MODEL_DIR).resolve()
+    return _predictor(str(folder), registry.read_card(folder).sha256)
+
+
+def _batched(paths: Sequence[str | Path], batch_size: int) -> Iterator[list[Any]]:
+    from ml.preprocess import read_image
+
+    for start in range(0, len(paths), batch_size):
+        yield [read_image(p) for p in paths[start : start + batch_size]]
 
 
 def predict_files(
     paths: Sequence[str | Path], model_dir: str | Path | None = None, *, batch_size: int = 16
 ) -> list[float]:
-    """Calibrated fracture probabilities for image files (the shipped model by default), batched."""
-    from ml import registry
-    from ml.inference import predict
-    from ml.model import fold_batchnorm
-    from ml.preprocess import preprocess, read_image
-
-    model, card = registry.load(model_dir or DEFAULT_MODEL_DIR)
-    model = fold_batchnorm(model)
+    """Calibrated fracture probabilities for image files (the shipped model by default), batched:
+    the probabilities the portal serves."""
+    predictor = load_predictor(model_dir)
     out: list[float] = []
-    for start in range(0, len(paths), batch_size):
-        batch = np.stack(
-            [preprocess(read_image(p), card.spec) for p in paths[start : start + batch_size]]
-        )
-        out.extend(float(p) for p in predict(model, batch, temperature=card.temperature))
+    for images in _batched(paths, batch_size):
+        out.extend(r.probability for r in predictor.predict(images, heatmaps=False))
+    return out
+
+
+def locate_files(
+    paths: Sequence[str | Path], model_dir: str | Path | None = None, *, batch_size: int = 16
+) -> list[list[dict[str, float]]]:
+    """Suspected fracture sites per image file, best first: each `{"x0", "y0", "x1", "y1",
+    "score"}` in pixels of the file as read (EXIF orientation applied, origin top-left), score in
+    [0, 1]. Every local maximum of the model's heat-map up to the card's maximum is returned,
+    without the display cut the portal applies, so callers can draw FROC curves. A model that does
+    not localise proposes its Grad-CAM peak as a point scored by the image's probability."""
+    from ml.metrics import heatmap_peak_candidate
+
+    predictor = load_predictor(model_dir)
+    out: list[list[dict[str, float]]] = []
+    for images in _batched(paths, batch_size):
+        results = predictor.predict(images, heatmaps=not predictor.localises, min_score=0.0)
+        for result in results:
+            if predictor.localises:
+                out.append([{k: float(v) for k, v in c.items()} for c in result.candidates])
+            else:
+                peak = heatmap_peak_candidate(result.heatmap)
+                out.append([{**c, "score": result.probability} for c in peak])
     return out
 
 
 def analyse_file(path: str | Path, model_dir: str | Path | None = None) -> dict[str, Any]:
-    """One image -> probability, labels per operating point and the overlay (H, W, 3) uint8 RGB."""
-    from ml import registry
-    from ml.gradcam import gradcam_batch, overlay
-    from ml.inference import calibrated, labels_at
-    from ml.model import fold_batchnorm
-    from ml.preprocess import preprocess, read_image, unletterbox
+    """One image -> probability, labels per operating point, candidates and the overlay
+    (H, W, 3) uint8 RGB with the Grad-CAM map and the candidate boxes drawn."""
+    from ml.gradcam import draw_candidates, overlay
+    from ml.preprocess import read_image
 
-    model, card = registry.load(model_dir or DEFAULT_MODEL_DIR)
-    model = fold_batchnorm(model)
+    predictor = load_predictor(model_dir)
+    card = predictor.card
+    if card is None:  # Predictor.load always reads the card
+        raise ValueError("the artifact has no card")
     image = read_image(path)
-    x = preprocess(image, card.spec)[np.newaxis]
-    logits, maps = gradcam_batch(model, x, layer=card.gradcam_layer)
-    probability = float(calibrated(logits, card.temperature)[0])
-    heatmap = unletterbox(maps[0], image.shape, card.spec.size)
-    labels = labels_at(probability, card.thresholds)
+    result = predictor.predict([image])[0]
+    labels = result.fractured_at
+    picture = overlay(image, result.heatmap)
     return {
         "model_version": card.version,
-        "probability": probability,
+        "probability": result.probability,
         "operating_point": card.default_operating_point,
         "threshold": card.threshold,
         "label": "fractured" if labels[card.default_operating_point] else "not_fractured",
         "labels": {k: "fractured" if v else "not_fractured" for k, v in labels.items()},
         "thresholds": card.thresholds,
-        "overlay": overlay(image, heatmap),
+        "candidates": result.candidates,
+        "overlay": draw_candidates(picture, result.candidates),
     }
 
 
@@ -99,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(
                 f"  {k}: {v} (threshold {result['thresholds'][k]:.3f})\n"
                 for k, v in result["labels"].items()
+            )
+            + "".join(
+                f"  suspected site {i}: x {c['x0']:.0f}-{c['x1']:.0f}, y {c['y0']:.0f}-{c['y1']:.0f}"
+                f" (score {c['score']:.2f})\n"
+                for i, c in enumerate(result["candidates"], 1)
             )
             + f"overlay: {out}\n"
             "Decision support only: the heat-map localisation is approximate.\n"

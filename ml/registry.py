@@ -50,6 +50,10 @@ class ModelCard:
     sha256: str = ""
     created_at: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    # A model that localises fractures (ml.localise): its LOC output, the fusion of classifier logit
+    # and heat-map peak into the calibrated probability, and how candidates are cut. Empty for a
+    # classifier (probability = sigmoid(logit / temperature), no candidates).
+    localisation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = {"balanced", "high_sensitivity"} - set(self.thresholds)

@@ -153,14 +153,27 @@ def promotion_decide(
     active_sensitivity: float | None,
     margin: float | None = None,
     tolerance: float | None = None,
+    localisation: dict[str, float] | None = None,
+    localisation_margin: float | None = None,
 ) -> dict[str, Any]:
     """The gate: promote only if AUROC is not worse beyond `margin` with 95% confidence (the lower
     bound of the paired-bootstrap CI of candidate - active >= -margin) AND the sensitivity at the
-    high-sensitivity operating point holds (>= active - `tolerance`). Pure; returns the verdict with
-    its reasons, stored on the run and in the audit trail."""
+    high-sensitivity operating point holds (>= active - `tolerance`) AND, where the test split has
+    expert boxes (`localisation`: the paired bootstrap of top-1 localisation, candidate - active),
+    top-1 localisation is not worse beyond `localisation_margin` with 95% confidence. Pure;
+    returns the verdict with its reasons, stored on the run and in the audit trail."""
     margin = settings.PROMOTION_AUROC_MARGIN if margin is None else margin
     tolerance = settings.PROMOTION_SENSITIVITY_TOLERANCE if tolerance is None else tolerance
-    rule = {"auroc_margin": margin, "sensitivity_tolerance": tolerance}
+    localisation_margin = (
+        settings.PROMOTION_LOCALISATION_MARGIN
+        if localisation_margin is None
+        else localisation_margin
+    )
+    rule = {
+        "auroc_margin": margin,
+        "sensitivity_tolerance": tolerance,
+        "localisation_margin": localisation_margin,
+    }
     if active_sensitivity is None:
         return {
             "promote": True,
@@ -191,9 +204,21 @@ def promotion_decide(
             + ("" if sensitivity_ok else f" {tolerance:.3f}")
         ),
     ]
+    checks = {"auroc": bool(auroc_ok), "sensitivity": bool(sensitivity_ok)}
+    if localisation is not None:
+        localisation_ok = localisation["lower"] >= -localisation_margin
+        checks["localisation"] = bool(localisation_ok)
+        reasons.append(
+            f"top-1 localisation {localisation['top1_candidate']:.3f} vs "
+            f"{localisation['top1_active']:.3f} on {localisation['fractured_images']} fractured "
+            f"images (difference 95% CI {localisation['lower']:+.3f} to "
+            f"{localisation['upper']:+.3f}): "
+            + ("not worse than" if localisation_ok else "may be worse than")
+            + f" the active model by more than {localisation_margin:.3f}"
+        )
     return {
-        "promote": bool(auroc_ok and sensitivity_ok),
+        "promote": all(checks.values()),
         "rule": rule,
         "reasons": reasons,
-        "checks": {"auroc": bool(auroc_ok), "sensitivity": bool(sensitivity_ok)},
+        "checks": checks,
     }

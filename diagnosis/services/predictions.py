@@ -372,13 +372,24 @@ def _store_results(
             Label.FRACTURED if result.probability >= 0.5 else Label.NOT_FRACTURED
         )
         prediction.heatmap = heatmap_names(prediction.pk)[0]
+        prediction.candidates = [dict(c) for c in result.candidates]
         prediction.timings = timings
         prediction.error = ""
         prediction.finished_at = finished_at
         rows.append(prediction)
     rows_update(
         rows,
-        ["status", "probability", "labels", "label", "heatmap", "timings", "error", "finished_at"],
+        [
+            "status",
+            "probability",
+            "labels",
+            "label",
+            "heatmap",
+            "candidates",
+            "timings",
+            "error",
+            "finished_at",
+        ],
     )
     if rows:  # a batch holds one model version
         _cases_advance(case_ids=[p.image.case_id for p in rows], version=rows[0].model_version)

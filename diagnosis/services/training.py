@@ -468,12 +468,14 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
             if evaluation.active
             else None
         ),
+        localisation=evaluation.localisation,
     )
     decision.update(
         {
             "candidate": candidate.version,
             "active": active.version if active else "",
             "comparison": evaluation.comparison,
+            "localisation": evaluation.localisation,
             "active_metrics": evaluation.active,
             "snapshot": snapshot.version,
         }

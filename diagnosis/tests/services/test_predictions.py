@@ -232,12 +232,12 @@ def test_model_pass_size_splits_the_batch_without_changing_results(
 ):
     """One task, three images; INFERENCE_MODEL_BATCH sets the images per model pass (0 = auto:
     all of them in one pass). Results do not depend on it."""
-    from ml import gradcam
+    from ml.serving import Predictor
 
     settings.INFERENCE_MODEL_BATCH = model_batch
     case = make_case(3)
     ids, _ = request(case, django_capture_on_commit_callbacks)
-    with mock.patch.object(gradcam, "gradcam_batch", wraps=gradcam.gradcam_batch) as spy:
+    with mock.patch.object(Predictor, "_model_pass", wraps=Predictor._model_pass) as spy:
         run(ids)
     assert [c.args[1].shape[0] for c in spy.call_args_list] == passes
     probabilities = dict(Prediction.objects.values_list("image__position", "probability"))
