@@ -298,6 +298,32 @@ class Review(models.Model):
         return f"Read {self.read_number} of image {self.image_id}: {self.final_label}"
 
 
+class ReviewDraft(models.Model):
+    """A reader's unsaved work on a claimed case (decisions, boxes, comments per image), kept on
+    the server so leaving the review screen loses nothing; deleted when the read is saved or the
+    claim released."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="+")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    read_number = models.PositiveSmallIntegerField(choices=Review.Read.choices)
+    # {"<image id>": {"decision": "confirm", "final_label": "", "choice": "", "region": {...},
+    #  "comment": "..."}}
+    data = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case", "reviewer", "read_number"], name="review_draft_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Draft of read {self.read_number} of case {self.case_id}"
+
+
 class DatasetSnapshot(models.Model):
     version = models.CharField(max_length=64, unique=True)
     created_by = models.ForeignKey(

@@ -17,6 +17,7 @@ urlpatterns = [
     path("cases/<uuid:case_uuid>/claim/renew/", review.claim_renew_view, name="claim_renew"),
     path("cases/<uuid:case_uuid>/release/", review.release_view, name="release"),
     path("cases/<uuid:case_uuid>/read/", review.submit_view, name="submit"),
+    path("cases/<uuid:case_uuid>/draft/", review.draft_view, name="draft"),
     path("notifications/", notifications.notification_list_view, name="notifications"),
     path(
         "notifications/<int:notification_id>/read/",

@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from diagnosis.exceptions import NotFoundError
-from diagnosis.models import BodyPart, Case, Label, Prediction, Review, XrayImage
+from diagnosis.models import BodyPart, Case, Label, Prediction, Review, ReviewDraft, XrayImage
 from diagnosis.selectors.reads import reader_display_name, reads_visible
 
 STAGE_FIRST = Review.Read.FIRST
@@ -208,10 +208,12 @@ def review_queue(
 
 
 def review_queue_rows(cases: Iterable[Case]) -> list[Case]:
-    """Attach `top_probability`, `top_model_version` (the image with the highest fracture
-    probability) and `image_count` to a page of queue cases: one query whatever its size."""
+    """Attach `top_probability`, `top_model_version`, `top_threshold` and `top_flagged` (the image
+    with the highest fracture probability, the threshold of its version's default operating point
+    and whether the model flags it there) and `image_count` to a page of cases: one query whatever
+    its size."""
     cases = list(cases)
-    top: dict[int, tuple[float, str]] = {}
+    top: dict[int, tuple[float, str, float | None, bool]] = {}
     images: dict[int, set[int]] = defaultdict(set)
     rows = (
         XrayImage.objects.filter(case_id__in=[case.pk for case in cases])
@@ -221,17 +223,26 @@ def review_queue_rows(cases: Iterable[Case]) -> list[Case]:
             "pk",
             "predictions__status",
             "predictions__probability",
+            "predictions__label",
             "predictions__model_version__version",
+            "predictions__model_version__thresholds",
+            "predictions__model_version__default_operating_point",
         )
     )
-    for case_id, image_id, status, probability, version in rows:
+    for case_id, image_id, status, probability, label, version, thresholds, point in rows:
         images[case_id].add(image_id)
         if status != Prediction.Status.DONE or probability is None:
             continue
         if case_id not in top or probability > top[case_id][0]:
-            top[case_id] = (probability, version)
+            threshold = (thresholds or {}).get(point)
+            top[case_id] = (probability, version, threshold, label == Label.FRACTURED)
     for case in cases:
-        case.top_probability, case.top_model_version = top.get(case.pk, (None, ""))
+        (
+            case.top_probability,
+            case.top_model_version,
+            case.top_threshold,
+            case.top_flagged,
+        ) = top.get(case.pk, (None, "", None, False))
         case.image_count = len(images.get(case.pk, ()))
     return cases
 
@@ -554,3 +565,13 @@ def review_statistics(*, body_part: str | None = None) -> dict[str, Any]:
     result_rows = [row("all", "All body parts")]
     result_rows += [row(key, name) for key, name in BodyPart.choices if key in groups]
     return {"rows": result_rows, "images": images}
+
+
+def review_draft_data(*, case: Case, user: User, read_number: int | None) -> dict[str, Any]:
+    """The reader's saved work in progress on this read of the case ({} when there is none)."""
+    if read_number is None:
+        return {}
+    draft = ReviewDraft.objects.filter(
+        case_id=case.pk, reviewer_id=user.pk, read_number=read_number
+    ).first()
+    return draft.data if draft else {}

@@ -38,7 +38,7 @@ from diagnosis.exceptions import (
     InvalidStateError,
     PermissionDeniedError,
 )
-from diagnosis.models import Case, Label, Review
+from diagnosis.models import Case, Label, Review, ReviewDraft
 from diagnosis.selectors.reviews import (
     STAGE_ADJUDICATION,
     STAGE_FIRST,
@@ -301,6 +301,7 @@ def review_release(
     if stage == STAGE_FIRST:
         locked.status = Case.Status.PREDICTED
     locked.save(update_fields=["claimed_by", "claim_expires_at", "status", "updated_at"])
+    ReviewDraft.objects.filter(case_id=locked.pk, reviewer_id=user.pk).delete()
     _forget_counts(user.pk)
     audit_record(
         action="review.release", actor=user, request=request, obj=locked, read_number=stage
@@ -369,6 +370,12 @@ def review_submit(
     for image_id, item in by_id.items():
         read = given[image_id]
         decision, label = _resolve_label(read, item.model_label)
+        region = region_clean(read.region)
+        if region is not None and label != Label.FRACTURED:
+            raise InvalidReadError(
+                "A box marks a fracture: remove the box, or read the image as 'Fracture'.",
+                image_id=image_id,
+            )
         comment = (read.comment or "").strip()
         if len(comment) > 4000:
             raise InvalidReadError("Comments are limited to 4000 characters.", image_id=image_id)
@@ -379,7 +386,7 @@ def review_submit(
             read_number=stage,
             decision=decision,
             final_label=label,
-            region=region_clean(read.region),
+            region=region,
             comment=comment,
             started_at=started_at,
         )
@@ -387,6 +394,7 @@ def review_submit(
         new_reviews.append(review)
         item.reads[stage] = review
     Review.objects.bulk_create(new_reviews)
+    ReviewDraft.objects.filter(case_id=locked.pk, reviewer_id=user.pk).delete()
 
     locked.claimed_by = None
     locked.claim_expires_at = None

@@ -6,7 +6,8 @@ from typing import Any
 
 from django import template
 
-from diagnosis.models import Case, Label
+from diagnosis.models import Case, Label, Prediction
+from diagnosis.selectors.models import model_version_operating_point
 from diagnosis.selectors.predictions import CaseResults, case_results
 
 register = template.Library()
@@ -30,6 +31,24 @@ def may_retry_predictions(context: template.Context) -> bool:
     if user is None or not user.is_authenticated:
         return False
     return any(user.has_perm(perm) for perm in RETRY_PERMISSIONS)
+
+
+@register.simple_tag
+def model_suggestion(prediction: Prediction | None) -> dict[str, Any] | None:
+    """A finished prediction worded as the model's suggestion: whether it flags a fracture at the
+    version's default operating point, its probability, and that point's threshold and test-set
+    meaning (PPV / NPV). None when there is no finished result."""
+    if prediction is None or prediction.status != Prediction.Status.DONE:
+        return None
+    if prediction.probability is None:
+        return None
+    point = model_version_operating_point(prediction.model_version)
+    return {
+        "flagged": prediction.label == Label.FRACTURED,
+        "probability": prediction.probability,
+        "point": point,
+        "version": prediction.model_version.version,
+    }
 
 
 @register.filter

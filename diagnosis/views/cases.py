@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST, require_safe
 from diagnosis.exceptions import InvalidStateError, NotFoundError, PermissionDeniedError
 from diagnosis.models import BodyPart, Case
 from diagnosis.selectors.cases import case_get, case_list
+from diagnosis.selectors.reviews import review_queue_rows
 from diagnosis.services.audit import audit_record
 from diagnosis.services.cases import CANCELLABLE, case_cancel
 
@@ -33,8 +34,10 @@ def case_list_view(request: HttpRequest) -> HttpResponse:
     patient_ref = (request.GET.get("q") or "").strip()[:_PATIENT_REF_MAX]
     cases = case_list(
         user=request.user, status=status, body_part=body_part, patient_ref=patient_ref
-    ).prefetch_related("images")  # one query for the page's cases only, after the LIMIT
+    )
     page = Paginator(cases, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Image counts and the model's top suggestion: one query for the page's cases, after the LIMIT.
+    page.object_list = review_queue_rows(page.object_list)
     filters = {
         k: v for k, v in {"status": status, "body_part": body_part, "q": patient_ref}.items() if v
     }

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from diagnosis.exceptions import DomainError, NotFoundError
 from diagnosis.models import TrainingRun
-from diagnosis.selectors.models import model_version_get_active
+from diagnosis.selectors.models import model_version_get_active, model_version_test_metrics
 from diagnosis.selectors.training import (
     cases_predicted_by_version,
     model_version_get,
@@ -123,23 +123,41 @@ def registry_index(request: HttpRequest) -> HttpResponse:
 def _metric_rows(versions: list[Any]) -> list[dict[str, Any]]:
     """One row per metric, one column per version (the side-by-side table)."""
 
+    def m(v: Any) -> dict[str, Any]:
+        return model_version_test_metrics(v)
+
     def op(v: Any, point: str, key: str) -> Any:
-        return (v.metrics.get("operating_points") or {}).get(point, {}).get(key)
+        return (m(v).get("operating_points") or {}).get(point, {}).get(key)
 
     def ci(v: Any) -> str:
-        bounds = v.metrics.get("auroc_ci")
-        return f"{bounds[0]:.3f}–{bounds[1]:.3f}" if bounds else ""
+        bounds = m(v).get("auroc_ci95") or m(v).get("auroc_ci")
+        if not bounds or None in bounds:
+            return ""
+        return f"{bounds[0]:.3f}–{bounds[1]:.3f}"
 
     specs: list[tuple[str, Callable[[Any], Any]]] = [
-        ("AUROC (frozen test)", lambda v: v.metrics.get("auroc")),
+        ("AUROC (frozen test)", lambda v: m(v).get("auroc")),
         ("AUROC 95% CI", ci),
         ("Sensitivity, high-sensitivity point", lambda v: op(v, "high_sensitivity", "sensitivity")),
         ("Specificity, high-sensitivity point", lambda v: op(v, "high_sensitivity", "specificity")),
+        (
+            "PPV / NPV, high-sensitivity point",
+            lambda v: _pair(op(v, "high_sensitivity", "ppv"), op(v, "high_sensitivity", "npv")),
+        ),
         ("Sensitivity, balanced point", lambda v: op(v, "balanced", "sensitivity")),
         ("Specificity, balanced point", lambda v: op(v, "balanced", "specificity")),
-        ("ECE", lambda v: v.metrics.get("ece")),
-        ("Test images (fractured)", lambda v: _n(v.metrics)),
-        ("Evaluated on snapshot", lambda v: v.metrics.get("snapshot", "")),
+        (
+            "PPV / NPV, balanced point",
+            lambda v: _pair(op(v, "balanced", "ppv"), op(v, "balanced", "npv")),
+        ),
+        ("ECE", lambda v: m(v).get("ece")),
+        ("Test images (fractured)", lambda v: _n(m(v))),
+        (
+            "Evaluated on snapshot",
+            lambda v: (
+                m(v).get("snapshot", "") or ("model card" if "test" in (v.metrics or {}) else "")
+            ),
+        ),
     ]
     rows = []
     for label, getter in specs:
@@ -154,7 +172,15 @@ def _metric_rows(versions: list[Any]) -> list[dict[str, Any]]:
 def _n(metrics: dict[str, Any]) -> str:
     if "n" not in metrics:
         return ""
-    return f"{metrics['n']} ({metrics.get('positives', '?')})"
+    positives = metrics.get("positives")
+    if positives is None:
+        confusion = ((metrics.get("operating_points") or {}).get("balanced") or {}).get("confusion")
+        positives = confusion["tp"] + confusion["fn"] if confusion else "?"
+    return f"{metrics['n']} ({positives})"
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{a:.3f} / {b:.3f}" if a is not None and b is not None else ""
 
 
 @manage_models_required

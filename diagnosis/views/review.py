@@ -41,6 +41,7 @@ from diagnosis.selectors.reviews import (
     claim_is_active,
     review_case_get,
     review_claims_held,
+    review_draft_data,
     review_queue,
     review_queue_counts,
     review_queue_rows,
@@ -48,7 +49,11 @@ from diagnosis.selectors.reviews import (
     user_can_use_queue,
 )
 from diagnosis.services.audit import audit_record
+from diagnosis.services.review_drafts import review_draft_save
 from diagnosis.services.reviews import (
+    PRIORITY_SUSPECTED,
+    PRIORITY_UNCERTAIN,
+    PRIORITY_URGENT,
     ClaimedByOtherError,
     ImageRead,
     InvalidReadError,
@@ -147,6 +152,22 @@ def _waiting(seconds: float) -> str:
     return f"{minutes // 1440} d"
 
 
+def priority_reasons(priority: float, *, has_result: bool = True) -> list[str]:
+    """Why a case sits where it does in the queue: the priority buckets that add up to its value
+    (see `case_priority`), most important first; empty for a routine case."""
+    reasons = []
+    rest = priority
+    for value, reason in (
+        (PRIORITY_URGENT, "urgent"),
+        (PRIORITY_SUSPECTED, "suspected fracture"),
+        (PRIORITY_UNCERTAIN, "near the threshold" if has_result else "no model result"),
+    ):
+        if rest >= value - 1e-9:
+            reasons.append(reason)
+            rest -= value
+    return reasons
+
+
 def _queue_rows(cases: list[Case], user_pk: int) -> list[dict[str, Any]]:
     review_url = _case_url_maker("review:case")
     claim_url = _case_url_maker("review:claim")
@@ -165,7 +186,12 @@ def _queue_rows(cases: list[Case], user_pk: int) -> list[dict[str, Any]]:
                 "stage_name": STAGE_NAMES.get(stage, "") if stage else "",
                 "priority": case.priority,
                 "urgent": case.urgent,
+                "priority_reasons": priority_reasons(
+                    case.priority, has_result=case.top_probability is not None
+                ),
                 "top_probability": case.top_probability,
+                "top_threshold": case.top_threshold,
+                "top_flagged": case.top_flagged,
                 "model_version": case.top_model_version,
                 "images": case.image_count or 0,
                 "created_at": case.created_at.isoformat(),
@@ -320,6 +346,9 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
                     prediction.pk if prediction and prediction.heatmap else None,
                 ),
                 "reads": [item.reads[n] for n in sorted(item.reads)],
+                "choices": [item.reads[n] for n in (1, 2) if n in item.reads]
+                if stage == STAGE_ADJUDICATION
+                else [],
                 "final_read": item.final_read(),
                 "region_json": json.dumps(item.final_region()) if stage is None else "",
             }
@@ -328,6 +357,10 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
         "case": case,
         "stage": stage,
         "stage_name": STAGE_NAMES.get(stage, "") if stage else "",
+        "adjudication": stage == STAGE_ADJUDICATION,
+        "draft": review_draft_data(case=case, user=request.user, read_number=stage)
+        if holds_claim
+        else {},
         "holds_claim": holds_claim,
         "claim_ttl": settings.REVIEW_CLAIM_TTL_SECONDS,
         "claim_active": claim_is_active(case),
@@ -371,22 +404,66 @@ def _may_read_refusal(request: HttpRequest, case: Case, stage: int) -> DomainErr
 
 def _reads_from_post(request: HttpRequest, case: Case) -> list[ImageRead]:
     reads = []
+    adjudication = case_review_stage(case) == STAGE_ADJUDICATION
+    earlier = {item.image.pk: item for item in case_image_reads(case=case)} if adjudication else {}
     for image_id in case.images.values_list("pk", flat=True):
         raw_region = request.POST.get(f"region_{image_id}", "").strip()
         try:
             region = json.loads(raw_region) if raw_region else None
         except ValueError as exc:
             raise InvalidReadError("The drawn region could not be read.") from exc
+        decision = request.POST.get(f"decision_{image_id}", "")
+        final_label = request.POST.get(f"final_label_{image_id}", "")
+        if adjudication:
+            decision, final_label, region = _adjudication_choice(
+                earlier[image_id], request.POST.get(f"choice_{image_id}", ""), region
+            )
         reads.append(
             ImageRead(
                 image_id=image_id,
-                decision=request.POST.get(f"decision_{image_id}", ""),
-                final_label=request.POST.get(f"final_label_{image_id}", ""),
+                decision=decision,
+                final_label=final_label,
                 region=region,
                 comment=request.POST.get(f"comment_{image_id}", ""),
             )
         )
     return reads
+
+
+def _adjudication_choice(item: Any, choice: str, region: Any) -> tuple[str, str, Any]:
+    """The adjudicator picks read 1 or read 2 of an image: its label becomes the final one, with
+    its box unless the adjudicator drew their own. -> (decision against the model, label, box)."""
+    chosen = item.reads.get(int(choice)) if choice in ("1", "2") else None
+    if chosen is None:
+        raise InvalidReadError("Choose one of the two reads for every image.")
+    label = chosen.final_label
+    if region is None and label == Label.FRACTURED:
+        region = chosen.region
+    model_label = item.model_label
+    if not model_label:
+        decision = Review.Decision.CORRECT
+    else:
+        decision = Review.Decision.CONFIRM if label == model_label else Review.Decision.CORRECT
+    return decision, label, region
+
+
+@login_required
+@require_POST
+def draft_view(request: HttpRequest, case_uuid: Any) -> JsonResponse:
+    """Keep the reader's work in progress (review.js posts the form's state as JSON)."""
+    _require_queue_user(request)
+    case = _get_case(request, case_uuid)
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        return JsonResponse(
+            {"code": "invalid_draft", "message": "The draft could not be read."}, status=400
+        )
+    try:
+        draft = review_draft_save(case=case, user=request.user, data=data)
+    except DomainError as exc:
+        return JsonResponse({"code": exc.code, "message": exc.message}, status=exc.status_code)
+    return JsonResponse({"saved_at": draft.updated_at.isoformat()})
 
 
 @login_required

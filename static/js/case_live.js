@@ -3,6 +3,35 @@
 (function () {
   "use strict";
 
+  /* True when every pixel of a loaded RGBA heat-map is fully transparent (sampled at most
+     256 x 256): Grad-CAM found nothing that raised the fracture score. */
+  function heatmapIsEmpty(img) {
+    var w = Math.min(img.naturalWidth, 256);
+    var h = Math.min(img.naturalHeight, 256);
+    if (!w || !h) { return false; }
+    var canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    var ctx = canvas.getContext("2d");
+    ctx.drawImage(img, 0, 0, w, h);
+    var px = ctx.getImageData(0, 0, w, h).data;
+    for (var i = 3; i < px.length; i += 4) {
+      if (px[i] > 0) { return false; }
+    }
+    return true;
+  }
+  window.FractureHeatmapIsEmpty = heatmapIsEmpty;
+
+  function markEmpty(figure, heatmap) {
+    function check() {
+      var empty = heatmapIsEmpty(heatmap);
+      var note = figure.querySelector(".heatmap-empty-note");
+      if (note) { note.hidden = !empty; }
+      figure.classList.toggle("heatmap-empty", empty);
+    }
+    if (heatmap.complete && heatmap.naturalWidth) { check(); } else { heatmap.addEventListener("load", check); }
+  }
+
   function initHeatmapControls(root) {
     root.querySelectorAll("figure.result").forEach(function (figure) {
       var heatmap = figure.querySelector("img.heatmap");
@@ -17,6 +46,7 @@
       if (toggle) { toggle.addEventListener("change", apply); }
       if (slider) { slider.addEventListener("input", apply); }
       apply();
+      markEmpty(figure, heatmap);
     });
   }
 

@@ -1,14 +1,6 @@
-// Model registry pages: confirmation of consequential actions, live progress of a training run.
+// Model registry pages: live progress of a training run (confirmations: static/js/confirm.js).
 (function () {
   "use strict";
-
-  document.querySelectorAll("button[data-confirm]").forEach(function (button) {
-    var form = button.form;
-    if (!form) { return; }
-    form.addEventListener("submit", function (event) {
-      if (!window.confirm(button.getAttribute("data-confirm"))) { event.preventDefault(); }
-    });
-  });
 
   var live = document.getElementById("run-live");
   if (!live || live.getAttribute("data-in-flight") === "0") { return; }

@@ -1,7 +1,11 @@
 /*
  * Review screen: wires the viewer to the toolbar, the per-image decision panels and the keyboard.
- * Shortcuts: C confirm, X correct, N save and next, H heat-map, I invert, B draw box, Del remove box,
- * + / - zoom, 0 fit, [ / ] previous / next image.
+ * Shortcuts: C confirm, X correct (1 / 2 choose a read when adjudicating), N save and next,
+ * H heat-map, I invert, B draw box, Del remove box, + / - zoom, 0 fit, [ / ] previous / next image.
+ *
+ * The reader's work in progress (decision, box, comment per image) is saved to the server as a
+ * draft while they hold the claim and restored when they come back; leaving with changes the
+ * server has not kept yet asks first. A box marks a fracture: a "No fracture" read has none.
  */
 (function () {
   "use strict";
@@ -21,7 +25,10 @@
   var windowWidth = document.getElementById("wl-window");
   var opacity = document.getElementById("heatmap-opacity");
   var editable = !!saveNext;
+  var adjudication = !!(form && form.dataset.adjudication);
   var current = 0;
+  var submitting = false;
+  var onChanged = function () {};
 
   function parseRegion(text) {
     if (!text) return null;
@@ -62,6 +69,8 @@
       var input = regionInput(panel);
       if (input) input.value = box ? JSON.stringify(box) : "";
       showRegion(panel, box);
+      updateTabs();
+      onChanged();
     },
   });
 
@@ -81,10 +90,11 @@
     var box = input ? parseRegion(input.value) : parseRegion(panel.dataset.finalRegion || "");
     viewer.setBox(box);
     var priors = {};
-    panel.querySelectorAll("tr[data-region]").forEach(function (row) {
+    panel.querySelectorAll("[data-read][data-region]").forEach(function (row) {
       priors[row.dataset.read] = parseRegion(row.dataset.region);
     });
     viewer.setPriorBoxes(priors);
+    syncBoxAllowed();
   }
 
   function setPressed(button, on) {
@@ -100,6 +110,70 @@
     }
   }
 
+  function choose(number) {
+    var panel = panels[current];
+    var radio = panel && panel.querySelector('input[data-choice="' + number + '"]');
+    if (radio) {
+      radio.checked = true;
+      radio.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+  }
+
+  /* The label this panel's answer gives: "fractured", "not_fractured" or "" (not decided). */
+  function panelLabel(panel) {
+    var checked = panel.querySelector('input[type="radio"]:checked');
+    var select = panel.querySelector("select");
+    if (select) return select.value;
+    if (!checked) return "";
+    if (checked.dataset.choice) {
+      var choice = checked.closest("[data-label]");
+      return choice ? choice.dataset.label : "";
+    }
+    var model = panel.dataset.modelLabel;
+    if (!model) return "";
+    if (checked.dataset.decision === "confirm") return model;
+    return model === "fractured" ? "not_fractured" : "fractured";
+  }
+
+  /* No box on a "No fracture" answer: drop any drawn box and switch drawing off. */
+  function syncBoxAllowed() {
+    if (!editable) return;
+    var panel = panels[current];
+    var noFracture = panelLabel(panel) === "not_fractured";
+    if (drawToggle) {
+      drawToggle.disabled = noFracture;
+      drawToggle.title = noFracture
+        ? "A box marks a fracture: this image is read as 'No fracture'"
+        : "Draw the fracture region (B), then drag on the image";
+    }
+    viewer.drawEnabled = !noFracture;
+    if (noFracture) {
+      if (viewer.drawMode) toggleDraw(false);
+      var input = regionInput(panel);
+      if (input && input.value) {
+        input.value = "";
+        viewer.setBox(null);
+        showRegion(panel, null);
+        var readout = panel.querySelector(".region-readout");
+        if (readout) readout.textContent = "Box removed: a 'No fracture' read has no box.";
+      }
+    }
+  }
+
+  function panelDone(panel) {
+    return !!panelLabel(panel);
+  }
+
+  function updateTabs() {
+    thumbs.forEach(function (thumb, i) {
+      var state = thumb.querySelector(".thumb-state");
+      if (!state) return;
+      var done = panelDone(panels[i]);
+      state.textContent = done ? "done" : "to do";
+      thumb.classList.toggle("thumb-done", done);
+    });
+  }
+
   function toggleDraw(force) {
     var on = viewer.setDrawMode(force === undefined ? !viewer.drawMode : force);
     setPressed(drawToggle, on);
@@ -112,19 +186,21 @@
     var input = regionInput(panel);
     if (input) input.value = "";
     showRegion(panel, null);
+    onChanged();
   }
 
   function missingDecision() {
     for (var i = 0; i < panels.length; i++) {
-      var panel = panels[i];
-      var radios = panel.querySelectorAll('input[type="radio"]');
-      var select = panel.querySelector("select");
-      var done = radios.length
-        ? Array.prototype.some.call(radios, function (r) { return r.checked; })
-        : select && select.value;
-      if (!done) return i;
+      if (!panelDone(panels[i])) return i;
     }
     return -1;
+  }
+
+  function missingMessage(missing) {
+    var how = adjudication ? "choose read 1 or read 2 (1 / 2)" : "confirm (C) or correct (X)";
+    return panels.length > 1
+      ? "Image " + (missing + 1) + " has no decision yet: " + how + "."
+      : "Choose a decision first: " + how + ".";
   }
 
   document.querySelectorAll(".viewer-toolbar [data-action]").forEach(function (button) {
@@ -154,18 +230,24 @@
 
   if (form && editable) {
     form.addEventListener("change", function () {
-      if (missingDecision() < 0) errorBox.hidden = true;
+      updateTabs();
+      syncBoxAllowed();
+      if (!errorBox.hidden) {
+        var missing = missingDecision();
+        if (missing < 0) errorBox.hidden = true;
+        else errorBox.textContent = missingMessage(missing);
+      }
     });
     form.addEventListener("submit", function (e) {
       var missing = missingDecision();
       if (missing >= 0) {
         e.preventDefault();
         selectImage(missing);
-        errorBox.textContent = panels.length > 1
-          ? "Image " + (missing + 1) + " has no decision yet: confirm (C) or correct (X)."
-          : "Choose a decision first: confirm (C) or correct (X).";
+        errorBox.textContent = missingMessage(missing);
         errorBox.hidden = false;
+        return;
       }
+      submitting = true;
     });
   }
 
@@ -177,8 +259,10 @@
     var key = e.key;
     var handled = true;
     switch (key) {
-      case "c": case "C": if (editable) decide("confirm"); else handled = false; break;
-      case "x": case "X": if (editable) decide("correct"); else handled = false; break;
+      case "c": case "C": if (editable && !adjudication) decide("confirm"); else handled = false; break;
+      case "x": case "X": if (editable && !adjudication) decide("correct"); else handled = false; break;
+      case "1": if (editable && adjudication) choose(1); else handled = false; break;
+      case "2": if (editable && adjudication) choose(2); else handled = false; break;
       case "n": case "N":
         if (editable && form) {
           if (form.requestSubmit) form.requestSubmit(saveNext); else saveNext.click();
@@ -228,6 +312,119 @@
         });
       }).catch(function () { active = true; }); // offline for a moment: try again next time
     }, Math.min(ttl / 3, 300) * 1000);
+  }
+
+  /* Work in progress kept on the server (one draft per claim), restored on return. */
+  var draftUrl = form && form.dataset.draftUrl;
+  if (draftUrl && editable) {
+    var draftStatus = document.getElementById("draft-status");
+    var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+    var dirty = false; // changes the server has not kept yet
+    var saveTimer = null;
+    var inFlight = false;
+
+    var collect = function () {
+      var data = {};
+      panels.forEach(function (panel) {
+        var checked = panel.querySelector('input[type="radio"]:checked');
+        var select = panel.querySelector("select");
+        var comment = panel.querySelector("textarea");
+        var region = regionInput(panel);
+        data[panel.dataset.imageId] = {
+          decision: checked && checked.dataset.decision ? checked.value : "",
+          choice: checked && checked.dataset.choice ? checked.value : "",
+          final_label: select ? select.value : "",
+          region: region ? parseRegion(region.value) : null,
+          comment: comment ? comment.value : "",
+        };
+      });
+      return data;
+    };
+
+    var restore = function (data) {
+      var restored = false;
+      panels.forEach(function (panel) {
+        var entry = data[panel.dataset.imageId];
+        if (!entry) return;
+        var value = entry.choice || entry.decision;
+        if (value) {
+          var radio = panel.querySelector('input[type="radio"][value="' + value + '"]');
+          if (radio) { radio.checked = true; restored = true; }
+        }
+        var select = panel.querySelector("select");
+        if (select && entry.final_label) { select.value = entry.final_label; restored = true; }
+        var input = regionInput(panel);
+        if (input && entry.region) {
+          input.value = JSON.stringify(entry.region);
+          showRegion(panel, entry.region);
+          restored = true;
+        }
+        var comment = panel.querySelector("textarea");
+        if (comment && entry.comment) { comment.value = entry.comment; restored = true; }
+      });
+      return restored;
+    };
+
+    var setState = function (state, text) {
+      form.dataset.draftState = state;
+      if (text !== undefined) draftStatus.textContent = text;
+    };
+
+    var saveDraft = function () {
+      saveTimer = null;
+      if (inFlight) { saveTimer = window.setTimeout(saveDraft, 300); return; }
+      inFlight = true;
+      dirty = false;
+      setState("saving");
+      fetch(draftUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRFToken": csrf, "Content-Type": "application/json", "Accept": "application/json" },
+        body: JSON.stringify(collect()),
+      }).then(function (response) {
+        inFlight = false;
+        if (response.ok) {
+          if (!dirty) setState("saved", "Work in progress kept: it is restored if you leave and come back.");
+          return;
+        }
+        dirty = true;
+        return response.json().then(function (body) {
+          setState("error", (body && body.message) || "Your work in progress could not be kept.");
+        });
+      }).catch(function () {
+        inFlight = false;
+        dirty = true;
+        setState("error", "Offline: your work in progress is not kept yet; it is retried on your next change.");
+      });
+    };
+
+    onChanged = function () {
+      dirty = true;
+      setState("pending");
+      if (saveTimer) window.clearTimeout(saveTimer);
+      saveTimer = window.setTimeout(saveDraft, 500);
+    };
+    form.addEventListener("change", onChanged);
+    form.addEventListener("input", onChanged);
+
+    window.addEventListener("beforeunload", function (e) {
+      if ((dirty || inFlight) && !submitting) {
+        e.preventDefault();
+        e.returnValue = "";
+      }
+    });
+
+    var draftEl = document.getElementById("review-draft");
+    var saved = {};
+    try { saved = draftEl ? JSON.parse(draftEl.textContent) || {} : {}; } catch (err) { saved = {}; }
+    if (restore(saved)) {
+      setState("saved", "Your work in progress on this case was restored.");
+    } else {
+      setState("empty");
+    }
+    updateTabs();
+  } else {
+    updateTabs();
   }
 
   selectImage(0);

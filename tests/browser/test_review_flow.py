@@ -137,6 +137,16 @@ def test_upload_predict_review_second_read_adjudicate(
     assert readout.startswith("Box:"), readout
     first.fill("textarea[name^=comment_]", "Cortical step at the distal radius")
     screenshots(first, "first-read-with-box")
+    # The work in progress is kept on the server: leave the page and come back to it.
+    first.wait_for_selector("#review-form[data-draft-state=saved]")
+    first.goto(f"{live_server.url}{reverse('review:queue')}")
+    first.goto(f"{live_server.url}{reverse('review:case', kwargs={'case_uuid': case.uuid})}")
+    first.wait_for_selector("#viewer[data-loaded='1']")
+    assert first.locator('input[data-decision="correct"]').is_checked()
+    assert first.locator("textarea[name^=comment_]").input_value().startswith("Cortical step")
+    assert first.locator("[data-testid=region-readout]").inner_text() == readout
+    assert first.locator("#viewer-box").get_attribute("visibility") == "visible"
+    assert "restored" in first.locator("#draft-status").inner_text()
     first.locator("#viewer").focus()  # shortcuts are off while typing in the comment
     first.keyboard.press("n")  # save and next
     first.wait_for_url(f"**{reverse('review:queue')}")
@@ -168,11 +178,13 @@ def test_upload_predict_review_second_read_adjudicate(
     # 4. The adjudicator sees both reads (and the first reader's box) and decides.
     adjudicator = sign_in(browser, live_server, "adjudicator")
     claim_from_queue(adjudicator, live_server, case)
-    reads = adjudicator.locator("table.reads")
+    reads = adjudicator.locator(".read-choices")
     assert "rad_first" in reads.inner_text()
     assert "rad_second" in reads.inner_text()
+    assert adjudicator.locator("input[data-decision]").count() == 0  # not framed against the model
     assert adjudicator.locator("#prior-box-1").get_attribute("visibility") == "visible"
-    adjudicator.keyboard.press("x")  # sides with the first reader: a fracture
+    adjudicator.keyboard.press("1")  # sides with the first reader: a fracture
+    assert adjudicator.locator('input[data-choice="1"]').is_checked()
     screenshots(adjudicator, "adjudication")
     adjudicator.click("#save")
     adjudicator.wait_for_url(f"**{reverse('review:queue')}")

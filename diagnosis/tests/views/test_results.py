@@ -223,7 +223,7 @@ def test_case_page_shows_images_heatmaps_probability_and_caption(client_for, cli
         assert reverse("diagnosis:image_file", args=[predicted.uuid, image.pk]) in html
         assert reverse("diagnosis:heatmap_file", args=[predicted.uuid, image.pk]) in html
     assert "70.0 %" in html
-    assert "threshold 50.0 % (balanced)" in html
+    assert "flagged at or above the balanced threshold of 50.0 %" in html
     assert 'class="heatmap-opacity"' in html
     assert 'class="heatmap-toggle"' in html
     assert "Grad-CAM localisation is approximate" in html

@@ -160,7 +160,7 @@ class TestClaimAndScreen:
     def test_submit_saves_read_with_region(self, radiologist, client_for, settings):
         settings.SECOND_READ_MODEL_POSITIVE = False
         settings.SECOND_READ_ON_DISAGREEMENT = False
-        case = predicted_case(probabilities=[0.9])
+        case = predicted_case(probabilities=[0.1])
         image = case.images.get()
         client = client_for(radiologist)
         client.post(url("review:claim", case))
@@ -170,14 +170,14 @@ class TestClaimAndScreen:
             {
                 f"decision_{image.pk}": "correct",
                 f"region_{image.pk}": json.dumps(region),
-                f"comment_{image.pk}": "no cortical break",
+                f"comment_{image.pk}": "cortical break of the distal radius",
             },
         )
         assert response.status_code == 302
         assert response.url == url("review:queue")
         review = Review.objects.get(image=image)
         assert review.decision == "correct"
-        assert review.final_label == Label.NOT_FRACTURED
+        assert review.final_label == Label.FRACTURED
         assert review.region == region
         case.refresh_from_db()
         assert case.status == Case.Status.REVIEWED
@@ -356,13 +356,23 @@ class TestBlindSecondReadAndAdjudication:
         assert "second says none" in body
         assert "rad_a" in body
         assert "rad_b" in body
+        # Framed as a choice between the two reads, side by side, not against the model.
+        assert 'class="read-choices"' in body
+        assert f'name="choice_{image.pk}" value="1"' in body
+        assert f'name="choice_{image.pk}" value="2"' in body
+        assert f'name="decision_{image.pk}"' not in body
+        # A choice is required.
+        assert client.post(url("review:submit", case), {}).status_code == 400
         with django_capture_on_commit_callbacks(execute=True):
-            response = client.post(url("review:submit", case), {f"decision_{image.pk}": "confirm"})
+            response = client.post(url("review:submit", case), {f"choice_{image.pk}": "1"})
         assert response.status_code == 302
         case.refresh_from_db()
         assert case.status == Case.Status.REVIEWED
         assert case.final_label == Label.FRACTURED
         assert AuditEvent.objects.filter(action="review.adjudicate").count() == 1
+        final = Review.objects.get(image=image, read_number=3)
+        assert final.decision == "confirm"  # read 1 agreed with the model
+        assert final.region == {"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2}  # read 1's box
 
 
 # --- Statistics ------------------------------------------------------------------------------------------------
