@@ -9,6 +9,7 @@ from django import template
 
 from diagnosis.models import Case
 from diagnosis.selectors.notifications import notification_unread_count
+from diagnosis.selectors.reads import reader_display_name
 from diagnosis.selectors.reviews import case_review_summary
 
 register = template.Library()
@@ -43,3 +44,15 @@ def percent(value: float | None, digits: int = 1) -> str:
 def to_json(value: Any) -> str:
     """JSON text for a data- attribute (autoescaping makes it attribute-safe)."""
     return json.dumps(value)
+
+
+@register.filter
+def reader_name(user: Any) -> str:
+    """A reader as shown on cases: full name, else "Reader <id>" (never the sign-in name)."""
+    if user is None:
+        return ""
+    return reader_display_name(
+        first_name=getattr(user, "first_name", ""),
+        last_name=getattr(user, "last_name", ""),
+        user_id=getattr(user, "pk", None),
+    )

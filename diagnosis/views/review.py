@@ -34,6 +34,7 @@ from diagnosis.models import AuditEvent, BodyPart, Case, Label, Review
 from diagnosis.selectors.models import model_version_list
 from diagnosis.selectors.reviews import (
     QUEUE_STATUSES,
+    STAGE_ADJUDICATION,
     STAGE_NAMES,
     QueueFilters,
     case_image_reads,

@@ -372,6 +372,7 @@
 
     var saveDraft = function () {
       saveTimer = null;
+      if (submitting) return; // the read itself is being saved: the draft goes with the claim
       if (inFlight) { saveTimer = window.setTimeout(saveDraft, 300); return; }
       inFlight = true;
       dirty = false;
@@ -399,6 +400,7 @@
     };
 
     onChanged = function () {
+      if (submitting) return;
       dirty = true;
       setState("pending");
       if (saveTimer) window.clearTimeout(saveTimer);

@@ -98,9 +98,9 @@ def test_upload_predict_review_second_read_adjudicate(
     live_server, tiny_model, browser, screenshots, sample_paths
 ):
     clinician = factories.ClinicianFactory(username="clin_browser", email="clin@example.org")
-    factories.RadiologistFactory(username="rad_first")
-    factories.RadiologistFactory(username="rad_second")
-    factories.AdminFactory(username="adjudicator")
+    factories.RadiologistFactory(username="rad_first", first_name="Ada", last_name="First")
+    factories.RadiologistFactory(username="rad_second", first_name="Bo", last_name="Second")
+    factories.AdminFactory(username="adjudicator", first_name="Cy", last_name="Third")
 
     # 1. The clinician uploads a sample radiograph and sees the prediction and heat-map.
     clin = sign_in(browser, live_server, clinician.username)
@@ -165,6 +165,7 @@ def test_upload_predict_review_second_read_adjudicate(
     claim_from_queue(second, live_server, case)
     body = second.content()
     assert "rad_first" not in body
+    assert "Ada First" not in body
     assert "Cortical step" not in body
     assert second.locator("#prior-box-1").get_attribute("visibility") == "hidden"
     second.keyboard.press("c")
@@ -179,8 +180,8 @@ def test_upload_predict_review_second_read_adjudicate(
     adjudicator = sign_in(browser, live_server, "adjudicator")
     claim_from_queue(adjudicator, live_server, case)
     reads = adjudicator.locator(".read-choices")
-    assert "rad_first" in reads.inner_text()
-    assert "rad_second" in reads.inner_text()
+    assert "Ada First" in reads.inner_text()
+    assert "Bo Second" in reads.inner_text()
     assert adjudicator.locator("input[data-decision]").count() == 0  # not framed against the model
     assert adjudicator.locator("#prior-box-1").get_attribute("visibility") == "visible"
     adjudicator.keyboard.press("1")  # sides with the first reader: a fracture
@@ -199,7 +200,7 @@ def test_upload_predict_review_second_read_adjudicate(
     assert clin.locator("#final-label").inner_text() == Label(corrected).label
     assert clin.locator(".result-region rect").count() == 1
     readers = clin.locator("#review-readers").inner_text()
-    for reader in ("rad_first", "rad_second", "adjudicator"):
+    for reader in ("Ada First", "Bo Second", "Cy Third"):
         assert reader in readers
     assert clin.locator("#notification-badge").inner_text() == "1"
     screenshots(clin, "clinician-final-result")

@@ -93,7 +93,7 @@ def test_reviewed_case_page_leads_with_the_final_reading_not_the_model(
     assert headline < body.index('id="review-result"') < body.index('id="case-results"')
     head = _text(body[headline : body.index("</section>", headline)])
     assert "Final reading: Fracture" in head
-    assert "by rad_a" in head
+    assert f"by Reader {radiologist.pk}" in head
     assert 'id="headline-label">Fracture<' in body
     assert 'class="flag-pos" id="headline-label"' in body
     # The model's output is below, as a suggestion, never as a coloured "No fracture" headline.

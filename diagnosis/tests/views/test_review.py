@@ -354,8 +354,9 @@ class TestBlindSecondReadAndAdjudication:
         body = page.content.decode()
         assert "first says fracture" in body
         assert "second says none" in body
-        assert "rad_a" in body
-        assert "rad_b" in body
+        assert f"Reader {radiologist.pk}" in body  # readers by display name
+        assert f"Reader {radiologist_b.pk}" in body
+        assert "rad_a" not in body
         # Framed as a choice between the two reads, side by side, not against the model.
         assert 'class="read-choices"' in body
         assert f'name="choice_{image.pk}" value="1"' in body
