@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnosis', '0006_review_queue_counts_index'),
+        ('diagnosis', '0007_prediction_candidates'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
