@@ -66,7 +66,7 @@ def model_dir(arg: str | None) -> tuple[Path, str]:
 
 
 def register(path: Path) -> Any:
-    from diagnosis.services.predictions import model_version_register
+    from diagnosis.services.models import model_version_register
 
     version, _ = model_version_register(artifact_dir=path, activate=True)
     return version

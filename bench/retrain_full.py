@@ -57,7 +57,7 @@ def main() -> int:
 
     from diagnosis.models import TrainingRun
     from diagnosis.services.datasets import snapshot_create
-    from diagnosis.services.predictions import model_version_register
+    from diagnosis.services.models import model_version_register
     from diagnosis.services.training import training_run_execute, training_run_start
 
     args.work.mkdir(parents=True, exist_ok=True)

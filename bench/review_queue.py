@@ -84,7 +84,7 @@ def seed(n_cases: int, *, reseed: bool) -> dict[str, int]:
         Review,
         XrayImage,
     )
-    from diagnosis.services.reviews import case_priority
+    from diagnosis.services.case_progress import case_priority
     from diagnosis.tests import factories
 
     call_command("migrate", verbosity=0)

@@ -36,7 +36,6 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
-from django.utils import timezone
 
 from diagnosis.exceptions import (
     InvalidStateError,
@@ -48,21 +47,12 @@ from diagnosis.imaging import CanonicalImage, file_too_large_error, names, valid
 from diagnosis.models import ApiClient, Case, XrayImage
 from diagnosis.selectors.cases import case_list
 from diagnosis.services.audit import audit_record
+from diagnosis.services.case_progress import CANCELLABLE, case_move
 from diagnosis.services.predictions import case_request_predictions
 
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 128
-CANCELLABLE = frozenset(
-    {
-        Case.Status.RECEIVED,
-        Case.Status.QUEUED,
-        Case.Status.PREDICTING,
-        Case.Status.PREDICTED,
-        Case.Status.IN_REVIEW,
-        Case.Status.FAILED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -332,14 +322,10 @@ def case_cancel(*, case: Case, user: AbstractBaseUser) -> Case:
         raise InvalidStateError(
             f"A {locked.get_status_display().lower()} case cannot be cancelled."
         )
-    locked.status = Case.Status.CANCELLED
-    locked.status_reason = "Cancelled by the submitter."
+    moved = case_move(locked, Case.Status.CANCELLED, reason="Cancelled by the submitter.")
     locked.claimed_by = None
     locked.claim_expires_at = None
-    locked.updated_at = timezone.now()
-    locked.save(
-        update_fields=["status", "status_reason", "claimed_by", "claim_expires_at", "updated_at"]
-    )
+    locked.save(update_fields=[*moved, "claimed_by", "claim_expires_at"])
     audit_record(action="case.cancel", actor=user, obj=locked)
     logger.info("case cancelled", extra={"case_uuid": str(locked.uuid)})
     return locked

@@ -1,9 +1,12 @@
-"""Model registry writes: activation (manual or by the promotion rule), rollback, rejection, and
-re-running predictions of unreviewed cases on the active version. Every change is audited."""
+"""Model registry writes: registration of an artifact folder, activation (manual or by the
+promotion rule), rollback, rejection, and re-running predictions of unreviewed cases on the active
+version. Every change but registration is audited."""
 
 from __future__ import annotations
 
 import logging
+import math
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +15,13 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from diagnosis.exceptions import ConflictError, InvalidStateError, NoActiveModelError
+from diagnosis import inference
+from diagnosis.exceptions import (
+    ConflictError,
+    InvalidStateError,
+    ModelArtifactError,
+    NoActiveModelError,
+)
 from diagnosis.models import Case, ModelVersion
 from diagnosis.selectors.models import model_version_get_active
 from diagnosis.selectors.training import (
@@ -29,6 +38,72 @@ HIGH_SENSITIVITY = "high_sensitivity"
 
 class NoPreviousVersionError(ConflictError):
     code = "no_previous_version"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (e.g. a sensitivity on a subgroup without positives) become null: JSON has
+    no such numbers, and PostgreSQL's jsonb and SQLite's JSON_VALID refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+@transaction.atomic
+def model_version_register(
+    *, artifact_dir: Path, version: str = "", activate: bool = False
+) -> tuple[ModelVersion, bool]:
+    """Register an artifact folder as a ModelVersion (idempotent; returns (row, created)).
+
+    Reads card.json and checks model.keras against its sha256 without importing TensorFlow. The
+    same version with the same checksum updates the row; a different checksum is refused. The
+    version becomes active when `activate` is set or no version is active (the previous active one
+    is retired).
+    """
+    card = inference.artifact_verify(artifact_dir)
+    name = (version or card.version).strip()
+    if not name:
+        raise ModelArtifactError("The model card names no version; pass one.")
+    fields = {
+        "artifact_dir": inference.artifact_dir_for_storage(artifact_dir),
+        "sha256": card.sha256,
+        "architecture": card.architecture[:64],
+        "input_spec": _json_safe(card.input_spec),
+        "thresholds": _json_safe(card.thresholds),
+        "default_operating_point": card.default_operating_point,
+        "temperature": card.temperature,
+        "gradcam_layer": card.gradcam_layer,
+        "metrics": _json_safe(card.metrics),
+        "card": _json_safe(card.card),
+    }
+    row = ModelVersion.objects.select_for_update().filter(version=name).first()
+    created = row is None
+    if row is None:
+        row = ModelVersion.objects.create(version=name, **fields)
+    elif row.sha256 != card.sha256:
+        raise ModelArtifactError(
+            f"Version {name} is already registered with another model file (sha256 differs)."
+        )
+    else:
+        for key, value in fields.items():
+            setattr(row, key, value)
+        row.save(update_fields=list(fields))
+    active = model_version_get_active()
+    if activate or active is None:
+        if active is not None and active.pk != row.pk:
+            ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED)
+        if row.status != ModelVersion.Status.ACTIVE:
+            row.status = ModelVersion.Status.ACTIVE
+            row.promoted_at = timezone.now()
+            row.save(update_fields=["status", "promoted_at"])
+    logger.info(
+        "model version registered",
+        extra={"model_version": row.version, "new": created, "status": row.status},
+    )
+    return row, created
 
 
 def _lock_versions(*pks: int) -> None:

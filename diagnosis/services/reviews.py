@@ -54,6 +54,7 @@ from diagnosis.selectors.reviews import (
     user_stages,
 )
 from diagnosis.services.audit import audit_record
+from diagnosis.services.case_progress import case_move
 from diagnosis.services.notifications import notification_case_reviewed
 from diagnosis.services.webhooks import webhook_notify
 
@@ -80,40 +81,6 @@ class SameReaderError(PermissionDeniedError):
 
 class InvalidReadError(DomainError):
     code, status_code = "invalid_read", 400
-
-
-# --- Priority (pure) ----------------------------------------------------------------------------------
-
-PRIORITY_URGENT = 4.0
-PRIORITY_SUSPECTED = 2.0
-PRIORITY_UNCERTAIN = 1.0
-UNCERTAINTY_BAND = 0.15
-
-
-def case_priority(
-    *,
-    probabilities: Sequence[float | None],
-    threshold: float,
-    urgent: bool = False,
-    band: float = UNCERTAINTY_BAND,
-) -> float:
-    """Queue priority of a predicted case; higher is read first, equal values in arrival order.
-
-    Buckets add up: urgent (4), suspected fracture - some image at or above the default operating
-    point's threshold (2), model uncertain - some image within `band` of the threshold (1). So the
-    queue runs urgent cases, then suspected fractures (uncertain ones first), then uncertain
-    negatives, then confident negatives; within a bucket, oldest first. Called by the inference
-    pipeline when a case's predictions land.
-    """
-    known = [p for p in probabilities if p is not None and not math.isnan(p)]
-    priority = PRIORITY_URGENT if urgent else 0.0
-    if not known:
-        return priority + PRIORITY_UNCERTAIN  # no usable prediction: a reader must look
-    if max(known) >= threshold:
-        priority += PRIORITY_SUSPECTED
-    if any(abs(p - threshold) < band for p in known):
-        priority += PRIORITY_UNCERTAIN
-    return priority
 
 
 # --- Second-read rule (pure) ----------------------------------------------------------------------------
@@ -270,8 +237,8 @@ def review_claim(*, case: Case, user: AbstractBaseUser, request: HttpRequest | N
     renewed = locked.claimed_by_id == user.pk
     locked.claimed_by = user
     locked.claim_expires_at = now + timedelta(seconds=settings.REVIEW_CLAIM_TTL_SECONDS)
-    locked.status = Case.Status.IN_REVIEW
-    locked.save(update_fields=["claimed_by", "claim_expires_at", "status", "updated_at"])
+    moved = case_move(locked, Case.Status.IN_REVIEW, now=now)
+    locked.save(update_fields=["claimed_by", "claim_expires_at", *moved])
     _forget_counts(user.pk)
     audit_record(
         action="review.claim",
@@ -298,9 +265,8 @@ def review_release(
     stage = case_review_stage(locked)
     locked.claimed_by = None
     locked.claim_expires_at = None
-    if stage == STAGE_FIRST:
-        locked.status = Case.Status.PREDICTED
-    locked.save(update_fields=["claimed_by", "claim_expires_at", "status", "updated_at"])
+    moved = case_move(locked, Case.Status.PREDICTED) if stage == STAGE_FIRST else ["updated_at"]
+    locked.save(update_fields=["claimed_by", "claim_expires_at", *moved])
     ReviewDraft.objects.filter(case_id=locked.pk, reviewer_id=user.pk).delete()
     _forget_counts(user.pk)
     audit_record(
@@ -466,8 +432,7 @@ def _forget_counts(user_pk: int) -> None:
 
 def _finish(case: Case, *, labels: Sequence[str], now: datetime) -> None:
     case.final_label = _aggregate_label(labels)
-    case.status = Case.Status.REVIEWED
-    case.reviewed_at = now
+    case_move(case, Case.Status.REVIEWED, now=now)
 
 
 def _notify_webhook(case_pk: int) -> None:
@@ -484,7 +449,6 @@ __all__ = [
     "InvalidReadError",
     "NotYourReadError",
     "SameReaderError",
-    "case_priority",
     "check_may_read",
     "region_clean",
     "review_claim",

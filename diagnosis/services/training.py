@@ -41,8 +41,12 @@ from diagnosis.selectors.training import (
 )
 from diagnosis.services.audit import audit_record
 from diagnosis.services.datasets import snapshot_create, snapshot_materialize
-from diagnosis.services.models import HIGH_SENSITIVITY, model_version_activate, promotion_decide
-from diagnosis.services.predictions import model_version_register
+from diagnosis.services.models import (
+    HIGH_SENSITIVITY,
+    model_version_activate,
+    model_version_register,
+    promotion_decide,
+)
 from diagnosis.tasks.training import training_run as training_run_task
 
 logger = logging.getLogger(__name__)

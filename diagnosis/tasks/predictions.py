@@ -33,7 +33,7 @@ _consumes_inference_queue = False
 def _on_final_failure(
     task: Any, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
 ) -> None:
-    from diagnosis.services.predictions import prediction_fail
+    from diagnosis.services.prediction_results import prediction_fail
 
     ids = args[0] if args else kwargs.get("prediction_ids") or kwargs.get("prediction_id")
     ids = [ids] if isinstance(ids, int) else list(ids or [])
@@ -66,7 +66,7 @@ _TASK_OPTIONS: dict[str, Any] = {
 @shared_task(name="diagnosis.tasks.prediction_run", **_TASK_OPTIONS)
 def prediction_run(self: Any, prediction_id: int) -> dict[str, int]:
     """One image per task (no draining): the baseline the batched task is measured against."""
-    from diagnosis.services.predictions import prediction_run_batch as run
+    from diagnosis.services.prediction_results import prediction_run_batch as run
 
     return run(prediction_ids=[int(prediction_id)], drain=False)
 
@@ -74,7 +74,7 @@ def prediction_run(self: Any, prediction_id: int) -> dict[str, int]:
 @shared_task(name="diagnosis.tasks.prediction_run_batch", **_TASK_OPTIONS)
 def prediction_run_batch(self: Any, prediction_ids: list[int]) -> dict[str, int]:
     """The given predictions plus other waiting ones, up to settings.INFERENCE_BATCH_SIZE."""
-    from diagnosis.services.predictions import prediction_run_batch as run
+    from diagnosis.services.prediction_results import prediction_run_batch as run
 
     return run(prediction_ids=[int(pk) for pk in prediction_ids], drain=True)
 
@@ -87,7 +87,7 @@ def prediction_run_batch(self: Any, prediction_ids: list[int]) -> dict[str, int]
     time_limit=90,
 )
 def case_sweep_stuck() -> dict[str, int]:
-    from diagnosis.services.predictions import case_sweep_stuck as sweep
+    from diagnosis.services.sweeper import case_sweep_stuck as sweep
 
     return sweep()
 
@@ -106,6 +106,6 @@ def _warm_up(**kwargs: Any) -> None:
     """In each new worker child of an inference worker: import TensorFlow and load the model."""
     if not (_consumes_inference_queue and settings.INFERENCE_PRELOAD):
         return
-    from diagnosis.services.predictions import prediction_worker_warm_up
+    from diagnosis.services.prediction_results import prediction_worker_warm_up
 
     prediction_worker_warm_up()

@@ -32,7 +32,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from diagnosis.models import Case
-from diagnosis.services.predictions import heatmap_names
+from diagnosis.services.prediction_files import heatmap_names
 from diagnosis.tests import factories
 
 ACTORS = ("anonymous", "owner", "other_clinician", "radiologist", "admin")

@@ -152,7 +152,7 @@ def test_api_starts_one_run_at_a_time_for_admins_only(admin_user, clinician, cli
 @pytest.fixture
 def tiny_active_model(tmp_path, settings):
     """A random-weight tiny artifact registered as the active version (worse than chance)."""
-    from diagnosis.services.predictions import model_version_register
+    from diagnosis.services.models import model_version_register
     from ml.testing import make_tiny_artifact
 
     artifact = make_tiny_artifact(

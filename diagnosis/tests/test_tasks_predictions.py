@@ -84,7 +84,7 @@ def test_settings_refuse_a_visibility_timeout_shorter_than_twice_a_time_limit():
 def test_batch_task_runs_in_process(active_version, django_capture_on_commit_callbacks):  # noqa: F811
     case = make_case(2)
     ids, _ = request(case, django_capture_on_commit_callbacks)
-    with mock.patch("diagnosis.services.predictions.webhook_notify"):
+    with mock.patch("diagnosis.services.case_progress.webhook_notify"):
         counts = tasks.prediction_run_batch(ids)
     assert counts["done"] == 2
     case.refresh_from_db()
@@ -154,7 +154,7 @@ def test_embedded_mode_runs_the_same_pipeline_in_process(
     app.conf.task_always_eager = True
     try:
         with (
-            mock.patch("diagnosis.services.predictions.webhook_notify") as notify,
+            mock.patch("diagnosis.services.case_progress.webhook_notify") as notify,
             django_capture_on_commit_callbacks(execute=True),
         ):
             case = case_create(

@@ -16,7 +16,8 @@ from diagnosis.models import BodyPart, Case
 from diagnosis.selectors.cases import case_get, case_list
 from diagnosis.selectors.reviews import review_queue_rows
 from diagnosis.services.audit import audit_record
-from diagnosis.services.cases import CANCELLABLE, case_cancel
+from diagnosis.services.case_progress import CANCELLABLE
+from diagnosis.services.cases import case_cancel
 
 PAGE_SIZE = 25
 _PATIENT_REF_MAX = 64

@@ -20,7 +20,8 @@ from diagnosis.models import Case
 from diagnosis.selectors.cases import case_get
 from diagnosis.selectors.predictions import case_results, prediction_get_for_image
 from diagnosis.services.audit import audit_record
-from diagnosis.services.predictions import case_retry_predictions, prediction_overlay_name
+from diagnosis.services.prediction_files import prediction_overlay_name
+from diagnosis.services.predictions import case_retry_predictions
 
 POLL_MS = 1500
 RETRY_PERMISSIONS = ("diagnosis.review_case", "diagnosis.manage_models")

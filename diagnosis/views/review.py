@@ -50,11 +50,13 @@ from diagnosis.selectors.reviews import (
     user_can_use_queue,
 )
 from diagnosis.services.audit import audit_record
-from diagnosis.services.review_drafts import review_draft_save
-from diagnosis.services.reviews import (
+from diagnosis.services.case_progress import (
     PRIORITY_SUSPECTED,
     PRIORITY_UNCERTAIN,
     PRIORITY_URGENT,
+)
+from diagnosis.services.review_drafts import review_draft_save
+from diagnosis.services.reviews import (
     ClaimedByOtherError,
     ImageRead,
     InvalidReadError,

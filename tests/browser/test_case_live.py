@@ -11,7 +11,8 @@ from django.urls import reverse
 
 from diagnosis.models import Case, Prediction
 from diagnosis.services.cases import case_create
-from diagnosis.services.predictions import model_version_register, prediction_run_batch
+from diagnosis.services.models import model_version_register
+from diagnosis.services.prediction_results import prediction_run_batch
 from diagnosis.tests import factories
 from tests.browser.conftest import sign_in, wait_for_js, watch_errors
 

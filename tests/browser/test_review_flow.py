@@ -34,7 +34,7 @@ def eager_predictions(settings):
 
 @pytest.fixture
 def tiny_model(transactional_db, tmp_path):
-    from diagnosis.services.predictions import model_version_register
+    from diagnosis.services.models import model_version_register
     from ml.testing import make_tiny_artifact
 
     artifact = make_tiny_artifact(tmp_path / "tiny-model", size=64, seed=0)

@@ -221,7 +221,7 @@ def fault_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def harness(transactional_db: None, tmp_path: Path, fault_artifact: Path) -> Iterator[Harness]:
     """A private Redis, the active tiny model, the test process publishing to that Redis, and a
     way to start workers that see the test database and media folder. Everything is killed after."""
-    from diagnosis.services.predictions import model_version_register
+    from diagnosis.services.models import model_version_register
 
     model_version_register(artifact_dir=fault_artifact, activate=True)
     redis_dir = tmp_path / "redis"

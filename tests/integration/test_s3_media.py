@@ -27,7 +27,8 @@ from PIL import Image
 
 from diagnosis.models import Case, Prediction
 from diagnosis.services.cases import case_create
-from diagnosis.services.predictions import model_version_register, prediction_run_batch
+from diagnosis.services.models import model_version_register
+from diagnosis.services.prediction_results import prediction_run_batch
 from diagnosis.tests import factories
 
 pytestmark = pytest.mark.integration

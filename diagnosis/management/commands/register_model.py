@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from diagnosis.exceptions import DomainError
-from diagnosis.services.predictions import model_version_register
+from diagnosis.services.models import model_version_register
 
 
 class Command(BaseCommand):

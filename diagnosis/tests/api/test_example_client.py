@@ -50,7 +50,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def test_example_client_runs_against_a_live_server(
     live_server, transactional_db, eager_tasks, tiny_model, sample_paths, tmp_path, clinician
 ):
-    from diagnosis.services.predictions import model_version_register
+    from diagnosis.services.models import model_version_register
 
     model_version_register(artifact_dir=tiny_model, activate=True)
     client = api_client_create(user=clinician, name="example")

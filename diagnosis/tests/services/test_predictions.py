@@ -25,12 +25,16 @@ from PIL import Image
 
 from diagnosis.exceptions import InvalidStateError, ModelArtifactError
 from diagnosis.models import Case, Label, ModelVersion, Prediction, XrayImage
-from diagnosis.services import predictions as svc
-from diagnosis.services.reviews import case_priority
+from diagnosis.services import models as model_services
+from diagnosis.services import prediction_files as pred_files
+from diagnosis.services import prediction_results as pred_results
+from diagnosis.services import predictions as pred_requests
+from diagnosis.services import sweeper
+from diagnosis.services.case_progress import case_priority
 from diagnosis.tests import factories
 
 DISPATCH = "diagnosis.services.predictions.prediction_run_batch_task.apply_async"
-WEBHOOK = "diagnosis.services.predictions.webhook_notify"
+WEBHOOK = "diagnosis.services.case_progress.webhook_notify"
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +46,7 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def active_version(db, tiny_artifact) -> ModelVersion:
-    version, _ = svc.model_version_register(artifact_dir=tiny_artifact, activate=True)
+    version, _ = model_services.model_version_register(artifact_dir=tiny_artifact, activate=True)
     return version
 
 
@@ -71,16 +75,16 @@ def request(case: Case, django_capture_on_commit_callbacks) -> tuple[list[int], 
         mock.patch(DISPATCH) as apply_async,
         django_capture_on_commit_callbacks(execute=True),
     ):
-        ids = svc.case_request_predictions(case=case)
+        ids = pred_requests.case_request_predictions(case=case)
     return ids, apply_async
 
 
 def run(ids, *, drain: bool = True, django_capture_on_commit_callbacks=None):
     with mock.patch(WEBHOOK) as notify:
         if django_capture_on_commit_callbacks is None:
-            return svc.prediction_run_batch(prediction_ids=ids, drain=drain), notify
+            return pred_results.prediction_run_batch(prediction_ids=ids, drain=drain), notify
         with django_capture_on_commit_callbacks(execute=True):
-            counts = svc.prediction_run_batch(prediction_ids=ids, drain=drain)
+            counts = pred_results.prediction_run_batch(prediction_ids=ids, drain=drain)
         return counts, notify
 
 
@@ -93,7 +97,7 @@ def test_request_queues_one_prediction_per_image_and_dispatches_after_commit(
     case = make_case(3)
     with mock.patch(DISPATCH) as apply_async:
         with django_capture_on_commit_callbacks() as callbacks:
-            ids = svc.case_request_predictions(case=case)
+            ids = pred_requests.case_request_predictions(case=case)
         apply_async.assert_not_called()  # the worker must see committed rows
         for callback in callbacks:
             callback()
@@ -131,7 +135,7 @@ def test_request_without_active_model_keeps_case_received_with_reason(
     apply_async.assert_not_called()
     case.refresh_from_db()
     assert case.status == Case.Status.RECEIVED
-    assert case.status_reason == svc.NO_MODEL_REASON
+    assert case.status_reason == pred_requests.NO_MODEL_REASON
     assert not Prediction.objects.exists()
 
 
@@ -143,7 +147,7 @@ def test_broker_down_at_dispatch_leaves_case_queued_without_raising(
         mock.patch(DISPATCH, side_effect=BrokerOperationalError("connection refused")),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        ids = svc.case_request_predictions(case=case)
+        ids = pred_requests.case_request_predictions(case=case)
     assert len(ids) == 2
     case.refresh_from_db()
     assert case.status == Case.Status.QUEUED
@@ -186,7 +190,7 @@ def test_run_stores_probability_labels_heatmaps_timings_and_predicts_case(
         assert prediction.timings["batch_size"] == 2
         for key in ("queue_ms", "preprocess_ms", "model_ms", "gradcam_ms", "total_ms"):
             assert prediction.timings[key] >= 0
-        rgba_name, overlay_name = svc.heatmap_names(prediction.pk)
+        rgba_name, overlay_name = pred_files.heatmap_names(prediction.pk)
         assert prediction.heatmap.name == rgba_name
         with default_storage.open(rgba_name) as fh:
             heatmap = Image.open(fh)
@@ -196,7 +200,7 @@ def test_run_stores_probability_labels_heatmaps_timings_and_predicts_case(
         assert "transparency" in heatmap.info
         assert heatmap.convert("RGBA").mode == "RGBA"
         assert not default_storage.exists(overlay_name)  # rendered when first asked for
-        assert svc.prediction_overlay_name(prediction=prediction) == overlay_name
+        assert pred_files.prediction_overlay_name(prediction=prediction) == overlay_name
         with default_storage.open(overlay_name) as fh:
             over = Image.open(fh)
             over.load()
@@ -274,7 +278,7 @@ def test_crashed_attempt_is_rerun_and_overwrites_its_files(
     and drops an overlay rendered from the stale heat-map."""
     case = make_case(1)
     ids, _ = request(case, django_capture_on_commit_callbacks)
-    rgba_name, overlay_name = svc.heatmap_names(ids[0])
+    rgba_name, overlay_name = pred_files.heatmap_names(ids[0])
     default_storage.save(rgba_name, ContentFile(b"partial"))
     default_storage.save(overlay_name, ContentFile(b"stale"))
     Prediction.objects.filter(pk=ids[0]).update(status="running", attempts=1)
@@ -340,7 +344,7 @@ def test_transient_error_gives_rows_back_and_raises(
         mock.patch("diagnosis.inference.run_batch", side_effect=OSError("nfs hiccup")),
         pytest.raises(TransientInferenceError),
     ):
-        svc.prediction_run_batch(prediction_ids=ids)
+        pred_results.prediction_run_batch(prediction_ids=ids)
     prediction = Prediction.objects.get(pk=ids[0])
     assert (prediction.status, prediction.attempts) == ("pending", 1)
 
@@ -375,7 +379,9 @@ def test_prediction_locked_by_another_worker_is_skipped(
     )
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [svc._LOCK_NAMESPACE, ids[0]])
+            cursor.execute(
+                "SELECT pg_advisory_lock(%s, %s)", [pred_results._LOCK_NAMESPACE, ids[0]]
+            )
         counts, _ = run(ids)
         assert counts == {"done": 0, "failed": 0, "skipped": 1}
         assert Prediction.objects.get(pk=ids[0]).attempts == 0
@@ -389,11 +395,14 @@ def test_prediction_fail_marks_unfinished_rows_and_case(
 ):
     case = make_case(2)
     ids, _ = request(case, django_capture_on_commit_callbacks)
-    assert svc.prediction_fail(prediction_ids=ids, reason="Prediction failed: MemoryError") == 2
+    assert (
+        pred_results.prediction_fail(prediction_ids=ids, reason="Prediction failed: MemoryError")
+        == 2
+    )
     case.refresh_from_db()
     assert case.status == Case.Status.FAILED
     assert case.status_reason == "Prediction failed for image 1: Prediction failed: MemoryError"
-    assert svc.prediction_fail(prediction_ids=ids, reason="again") == 0
+    assert pred_results.prediction_fail(prediction_ids=ids, reason="again") == 0
 
 
 def test_retry_resets_failed_predictions_and_requeues(
@@ -401,12 +410,12 @@ def test_retry_resets_failed_predictions_and_requeues(
 ):
     case = make_case(1)
     ids, _ = request(case, django_capture_on_commit_callbacks)
-    svc.prediction_fail(prediction_ids=ids, reason="boom")
+    pred_results.prediction_fail(prediction_ids=ids, reason="boom")
     with (
         mock.patch(DISPATCH) as apply_async,
         django_capture_on_commit_callbacks(execute=True),
     ):
-        case = svc.case_retry_predictions(case=case, user=admin_user)
+        case = pred_requests.case_retry_predictions(case=case, user=admin_user)
     assert case.status == Case.Status.QUEUED
     apply_async.assert_called_once()
     prediction = Prediction.objects.get(pk=ids[0])
@@ -415,7 +424,7 @@ def test_retry_resets_failed_predictions_and_requeues(
     case.refresh_from_db()
     assert case.status == Case.Status.PREDICTED
     with pytest.raises(InvalidStateError):
-        svc.case_retry_predictions(case=case, user=admin_user)
+        pred_requests.case_retry_predictions(case=case, user=admin_user)
 
 
 def test_new_version_does_not_move_a_reviewed_case_back(
@@ -428,7 +437,7 @@ def test_new_version_does_not_move_a_reviewed_case_back(
     from ml.testing import make_tiny_artifact
 
     newer = make_tiny_artifact(tmp_path / "v2", size=64, seed=1, version="tiny-v2")
-    svc.model_version_register(artifact_dir=newer, activate=True)
+    model_services.model_version_register(artifact_dir=newer, activate=True)
     new_ids, _ = request(case, django_capture_on_commit_callbacks)
     assert new_ids
     assert new_ids != ids
@@ -471,7 +480,7 @@ def test_sweeper_redispatches_stuck_work_once_per_bound(
         mock.patch(DISPATCH) as apply_async,
         django_capture_on_commit_callbacks(execute=True),
     ):
-        counts = svc.case_sweep_stuck()
+        counts = sweeper.case_sweep_stuck()
     sent = sorted(c.kwargs["args"][0] for c in apply_async.call_args_list)
     waiting_ids = list(Prediction.objects.filter(image__case=waiting).values_list("pk", flat=True))
     assert sent == sorted([stuck_ids, stale_ids, waiting_ids])
@@ -480,7 +489,7 @@ def test_sweeper_redispatches_stuck_work_once_per_bound(
     assert waiting.status == Case.Status.QUEUED
 
     with mock.patch(DISPATCH) as apply_async:  # touched: not again within the bound
-        assert svc.case_sweep_stuck()["redispatched"] == 0
+        assert sweeper.case_sweep_stuck()["redispatched"] == 0
     apply_async.assert_not_called()
 
 
@@ -492,7 +501,7 @@ def test_sweeper_with_broker_down_counts_nothing_and_retries_later(
     request(case, django_capture_on_commit_callbacks)
     _age(case, 300)
     with mock.patch(DISPATCH, side_effect=BrokerOperationalError("down")):
-        assert svc.case_sweep_stuck()["redispatched"] == 0
+        assert sweeper.case_sweep_stuck()["redispatched"] == 0
     case.refresh_from_db()
     assert case.status == Case.Status.QUEUED
 
@@ -541,12 +550,12 @@ def test_register_model_refuses_tampered_or_conflicting_artifacts(db, tiny_artif
     call_command("register_model", str(tiny_artifact), stdout=io.StringIO())
     other = make_tiny_artifact(tmp_path / "other", seed=5)  # same version name, other weights
     with pytest.raises(ModelArtifactError, match="already registered"):
-        svc.model_version_register(artifact_dir=other)
+        model_services.model_version_register(artifact_dir=other)
 
 
 def test_register_stores_paths_inside_the_project_relative(db, settings, tiny_artifact):
     settings.BASE_DIR = tiny_artifact.parent
-    version, _ = svc.model_version_register(artifact_dir=tiny_artifact)
+    version, _ = model_services.model_version_register(artifact_dir=tiny_artifact)
     assert version.artifact_dir == tiny_artifact.name
 
 
@@ -558,7 +567,8 @@ def test_importing_tasks_and_services_does_not_import_tensorflow():
         "import os, sys, django;"
         "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'fracture_portal.settings_test');"
         "django.setup();"
-        "import diagnosis.tasks, diagnosis.services.predictions, diagnosis.views.results;"
+        "import diagnosis.tasks, diagnosis.services.predictions, diagnosis.services.prediction_results,"
+        " diagnosis.services.sweeper, diagnosis.services.models, diagnosis.views.results;"
         "bad = [m for m in ('tensorflow', 'keras', 'cv2') if m in sys.modules];"
         "sys.exit(f'imported: {bad}' if bad else 0)"
     )

@@ -15,6 +15,7 @@ from django.utils import timezone
 from diagnosis.exceptions import InvalidStateError
 from diagnosis.models import AuditEvent, Case, Label, Notification, Review
 from diagnosis.services import reviews
+from diagnosis.services.case_progress import case_priority
 from diagnosis.services.reviews import (
     ClaimedByOtherError,
     ClaimRequiredError,
@@ -22,7 +23,6 @@ from diagnosis.services.reviews import (
     InvalidReadError,
     NotYourReadError,
     SameReaderError,
-    case_priority,
     region_clean,
     review_claim,
     review_claim_next,

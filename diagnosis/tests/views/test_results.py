@@ -9,7 +9,7 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 
 from diagnosis.models import AuditEvent, Case, Prediction
-from diagnosis.services import predictions as svc
+from diagnosis.services import prediction_files as pred_files
 from diagnosis.tests import factories
 from diagnosis.tests.test_access_matrix import (
     Endpoint,
@@ -36,9 +36,9 @@ def predicted(clinician):
         prediction = factories.PredictionFactory(
             image=image, model_version=version, probability=0.7 - 0.5 * position
         )
-        rgba, overlay = svc.heatmap_names(prediction.pk)
-        svc._store_file(rgba, PNG)
-        svc._store_file(overlay, PNG)
+        rgba, overlay = pred_files.heatmap_names(prediction.pk)
+        pred_files.prediction_file_store(rgba, PNG)
+        pred_files.prediction_file_store(overlay, PNG)
         Prediction.objects.filter(pk=prediction.pk).update(heatmap=rgba)
     return case
 
@@ -116,8 +116,8 @@ def test_overlay_is_rendered_from_the_heatmap_on_first_request_and_kept(client_f
     prediction = factories.PredictionFactory(image=image, probability=0.9)
     heat = np.zeros((48, 64), np.float32)
     heat[10:30, 20:40] = 1.0
-    rgba_name, overlay_name = svc.heatmap_names(prediction.pk)
-    svc._store_file(rgba_name, heatmap_png(heat))
+    rgba_name, overlay_name = pred_files.heatmap_names(prediction.pk)
+    pred_files.prediction_file_store(rgba_name, heatmap_png(heat))
     Prediction.objects.filter(pk=prediction.pk).update(heatmap=rgba_name)
     url = reverse("diagnosis:heatmap_file", args=[case.uuid, image.pk]) + "?kind=overlay"
 
@@ -137,7 +137,7 @@ def test_overlay_is_rendered_from_the_heatmap_on_first_request_and_kept(client_f
 def test_overlay_of_an_unreadable_heatmap_is_a_404_not_an_error(client_for, clinician, predicted):
     image = predicted.images.get(position=0)
     prediction = image.predictions.get()
-    default_storage.delete(svc.heatmap_names(prediction.pk)[1])  # PNG (RGBA, 1 x 1) remains
+    default_storage.delete(pred_files.heatmap_names(prediction.pk)[1])  # PNG (RGBA, 1 x 1) remains
     url = reverse("diagnosis:heatmap_file", args=[predicted.uuid, image.pk]) + "?kind=overlay"
     assert client_for(clinician).get(url).status_code == 404
     assert client_for(clinician).get(url.replace("?kind=overlay", "")).status_code == 200

@@ -1,0 +1,56 @@
+"""The sweeper: re-dispatches prediction work that should have happened by now (run periodically)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from diagnosis.models import Case, Prediction
+from diagnosis.selectors.models import model_version_get_active
+from diagnosis.services.predictions import case_request_predictions, predictions_dispatch
+
+logger = logging.getLogger(__name__)
+
+
+def case_sweep_stuck(*, now: Any = None) -> dict[str, int]:
+    """Re-dispatch work that should have happened by now (idempotent; safe to run anywhere):
+    `received` cases once a model is active, `queued` cases whose messages were never sent or were
+    lost, and `predicting` cases whose predictions went stale (pending, or running without a
+    result) beyond settings.STUCK_CASE_SECONDS. Each case is touched at most once per that bound."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.STUCK_CASE_SECONDS)
+    counts = {"requested": 0, "redispatched": 0, "predictions": 0}
+    if model_version_get_active() is not None:
+        waiting = Case.objects.filter(
+            status=Case.Status.RECEIVED, created_at__lt=cutoff, updated_at__lt=cutoff
+        ).values_list("pk", flat=True)
+        for case in Case.objects.filter(pk__in=list(waiting[:500])):
+            case_request_predictions(case=case)
+            counts["requested"] += 1
+    stuck = Case.objects.filter(
+        Q(status=Case.Status.QUEUED) | Q(status=Case.Status.PREDICTING), updated_at__lt=cutoff
+    ).values_list("pk", flat=True)
+    for case_id in list(stuck[:500]):
+        stale = list(
+            Prediction.objects.filter(image__case_id=case_id)
+            .filter(
+                Q(status=Prediction.Status.PENDING)
+                | Q(status=Prediction.Status.RUNNING, started_at__lt=cutoff)
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        Case.objects.filter(pk=case_id).update(updated_at=now)
+        if not stale:
+            continue
+        if predictions_dispatch(prediction_ids=stale, case_id=case_id):
+            counts["redispatched"] += 1
+            counts["predictions"] += len(stale)
+    if any(counts.values()):
+        logger.info("sweeper re-dispatched stuck work", extra=counts)
+    return counts
