@@ -281,6 +281,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Generated clients: a nullable choice is the enum plus `nullable`, not a `NullEnum`/`BlankEnum`
+    # component (some generators emit invalid code for an enum whose only value is null), and
+    # path parameters keep the URL's order (the generated methods take them in that order).
+    "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
+    "SORT_OPERATION_PARAMETERS": False,
     "ENUM_NAME_OVERRIDES": {
         "CaseStatusEnum": "diagnosis.models.Case.Status",
         "PredictionStatusEnum": "diagnosis.models.Prediction.Status",

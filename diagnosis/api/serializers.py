@@ -420,15 +420,16 @@ class RegionInputSerializer(serializers.Serializer):
 class ReadInputSerializer(serializers.Serializer):
     image_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
+    # Optional fields carry no `default` in the schema: generated clients would then send or
+    # require it (and "" is no member of the label enum); ImageRead supplies the defaults.
     final_label = serializers.ChoiceField(
         choices=Label.choices,
         required=False,
         allow_blank=True,
-        default="",
         help_text="Optional: implied by the decision when the image has a model result.",
     )
-    region = RegionInputSerializer(required=False, allow_null=True, default=None)
-    comment = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    region = RegionInputSerializer(required=False, allow_null=True)
+    comment = serializers.CharField(max_length=4000, required=False, allow_blank=True)
 
 
 class ReviewSubmitInputSerializer(serializers.Serializer):

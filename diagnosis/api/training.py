@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -22,6 +22,11 @@ from diagnosis.services.training import training_run_cancel, training_run_start
 
 class TrainingRunInputSerializer(serializers.Serializer):
     config = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+
+
+_RUN_ID = OpenApiParameter(
+    "id", {"type": "integer", "minimum": 1}, OpenApiParameter.PATH, description="The run's `id`."
+)
 
 
 class TrainingRunOutputSerializer(serializers.Serializer):
@@ -52,12 +57,24 @@ class TrainingRunViewSet(ApiViewSet):
     def _run(self, pk: Any) -> TrainingRun:
         return training_run_get(run_id=int(pk))  # NotFoundError -> 404
 
-    @extend_schema(responses=TrainingRunOutputSerializer(many=True), summary="Training runs")
+    @extend_schema(
+        operation_id="training_runs_list",
+        responses=TrainingRunOutputSerializer(many=True),
+        summary="Training runs",
+        description="Training runs, newest first, with their status and progress.",
+    )
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(training_run_list())
         return self.get_paginated_response(TrainingRunOutputSerializer(page, many=True).data)
 
-    @extend_schema(responses=TrainingRunOutputSerializer, summary="A training run and its progress")
+    @extend_schema(
+        operation_id="training_runs_retrieve",
+        parameters=[_RUN_ID],
+        responses=TrainingRunOutputSerializer,
+        summary="A training run and its progress",
+        description="One training run: status, progress, the resulting model version and the "
+        "promotion decision.",
+    )
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(TrainingRunOutputSerializer(self._run(pk)).data)
 
@@ -65,6 +82,9 @@ class TrainingRunViewSet(ApiViewSet):
         request=TrainingRunInputSerializer,
         responses={202: TrainingRunOutputSerializer},
         summary="Start a training run (one at a time)",
+        operation_id="training_runs_create",
+        description="Queues a retraining run on the reviewed cases; while another run is queued "
+        "or running: 409 `training_in_progress`.",
     )
     def create(self, request: Request) -> Response:
         data = TrainingRunInputSerializer(data=request.data)
@@ -77,7 +97,14 @@ class TrainingRunViewSet(ApiViewSet):
         )
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses=TrainingRunOutputSerializer, summary="Cancel a run")
+    @extend_schema(
+        operation_id="training_runs_cancel",
+        parameters=[_RUN_ID],
+        request=None,
+        responses=TrainingRunOutputSerializer,
+        summary="Cancel a run",
+        description="Asks a queued or running training run to stop.",
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         run = training_run_cancel(run=self._run(pk), user=request.user, request=request)

@@ -16,12 +16,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from diagnosis.api import serializers as s
 from diagnosis.api.permissions import HasScope, request_token
@@ -38,7 +40,7 @@ from diagnosis.selectors.reviews import (
     review_queue_rows,
 )
 from diagnosis.services.audit import audit_record
-from diagnosis.services.cases import case_cancel, case_create
+from diagnosis.services.cases import IDEMPOTENCY_KEY_MAX, case_cancel, case_create
 from diagnosis.services.models import model_version_activate, model_version_rollback
 from diagnosis.services.reviews import ImageRead, review_claim, review_release, review_submit
 
@@ -68,12 +70,30 @@ class PngRenderer(BaseRenderer):
         return JSONRenderer().render(data)
 
 
+class _NoFormatOverride:
+    """DRF's settings without the `?format=` query override."""
+
+    URL_FORMAT_OVERRIDE = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(api_settings, name)
+
+
+class AcceptHeaderNegotiation(DefaultContentNegotiation):
+    """The representation follows the Accept header alone: a `?format=` query parameter is
+    ignored (it could not change a download, and generated clients would offer it)."""
+
+    settings = _NoFormatOverride()
+
+
 class ApiViewSet(viewsets.GenericViewSet):
     """Base: authentication from settings (token, then session with CSRF), scope checks,
     per-scope throttling and the error-aware schema."""
 
     permission_classes = [IsAuthenticated, HasScope]
+    parser_classes = [JSONParser]  # bodies are JSON; uploads (CaseViewSet) are multipart
     throttle_classes = [TokenScopeRateThrottle]
+    content_negotiation_class = AcceptHeaderNegotiation
     schema = PortalAutoSchema()
     #: action -> scope; actions not listed need "read".
     scopes: dict[str, str] = {}
@@ -117,8 +137,26 @@ def _file_response(field_file: Any, *, filename: str, content_type: str) -> File
     return response
 
 
-_FILE_RESPONSE = OpenApiResponse(
-    response=OpenApiTypes.BINARY, description="PNG file, sent as an attachment."
+_FILE_RESPONSES = {
+    (200, "image/png"): OpenApiResponse(
+        response=OpenApiTypes.BINARY, description="The PNG file, sent as an attachment."
+    )
+}
+_CASE_ID = OpenApiParameter(
+    "uuid", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The case's `id`."
+)
+_IMAGE_ID = OpenApiParameter(
+    "image_id",
+    {"type": "integer", "minimum": 1},
+    OpenApiParameter.PATH,
+    description="The image's `id` (`images[].id` of the case).",
+)
+_CONTENT_DISPOSITION = OpenApiParameter(
+    "Content-Disposition",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[200],
+    description='`attachment; filename="case-<id>-image-<image_id>[-heatmap].png"`',
 )
 
 
@@ -140,7 +178,7 @@ class CaseViewSet(ApiViewSet):
 
     def get_parsers(self):
         if self._current_action() == "create":
-            return [MultiPartParser(), FormParser()]
+            return [MultiPartParser()]  # files are sent as parts: urlencoded cannot carry them
         return [JSONParser()]
 
     def get_renderers(self):
@@ -149,9 +187,12 @@ class CaseViewSet(ApiViewSet):
         return [JSONRenderer()]
 
     @extend_schema(
+        operation_id="cases_list",
         parameters=[s.CaseListFilterSerializer],
         responses=s.CaseListOutputSerializer(many=True),
         summary="List cases visible to the caller",
+        description="Cases the caller may see (a clinician their own, a reviewer all), newest "
+        "first, one page at a time; filter by status, body part and creation time.",
     )
     def list(self, request: Request) -> Response:
         filters: dict[str, Any] = {}
@@ -167,14 +208,23 @@ class CaseViewSet(ApiViewSet):
         return self.get_paginated_response(data)
 
     @extend_schema(
-        request=s.CaseCreateInputSerializer,
+        operation_id="cases_create",
+        request={"multipart/form-data": s.CaseCreateInputSerializer},
         parameters=[
             OpenApiParameter(
                 IDEMPOTENCY_HEADER,
-                str,
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": IDEMPOTENCY_KEY_MAX,
+                    "pattern": f"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}$",
+                },
                 OpenApiParameter.HEADER,
                 required=False,
-                description="Retrying with the same key returns the case the first request made.",
+                description=f"1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters without spaces "
+                "(e.g. a UUID), scoped to the account. A retry with the same key answers 200 "
+                "with the case the first request made; the same key with another patient or "
+                "body part is refused (`idempotency_key_reused`).",
             )
         ],
         responses={
@@ -185,6 +235,10 @@ class CaseViewSet(ApiViewSet):
             ),
         },
         summary="Create a case from one or more radiographs (multipart)",
+        description="Uploads one or more radiographs (PNG, JPEG or DICOM, one `images` part "
+        "each) as a new case and queues its prediction. Every file is decoded and re-encoded "
+        "before anything is stored; one bad file refuses the whole request. Answers 202 with "
+        "the case's `id` and `status_url` to poll.",
     )
     def create(self, request: Request) -> Response:
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
@@ -213,14 +267,28 @@ class CaseViewSet(ApiViewSet):
         ).data
         return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses=s.CaseDetailOutputSerializer, summary="A case and its results")
+    @extend_schema(
+        operation_id="cases_retrieve",
+        parameters=[_CASE_ID],
+        responses=s.CaseDetailOutputSerializer,
+        summary="A case and its results",
+        description="The case with, per image, the model's prediction (probability, label at the "
+        "operating point, heat-map URL) and the radiologists' reads. Poll it until `status` "
+        "is `predicted` (or `failed`, `cancelled`), or use a webhook.",
+    )
     def retrieve(self, request: Request, uuid: str) -> Response:
         detail = api_selectors.api_case_detail(user=request.user, case_uuid=uuid)
         self.audit("case.view", detail.case)
         return Response(s.CaseDetailOutputSerializer(detail, context={"request": request}).data)
 
     @extend_schema(
-        request=None, responses=s.CaseDetailOutputSerializer, summary="Cancel a pending case"
+        operation_id="cases_cancel",
+        parameters=[_CASE_ID],
+        request=None,
+        responses=s.CaseDetailOutputSerializer,
+        summary="Cancel a pending case",
+        description="Cancels a case that is not reviewed yet (a reviewed case answers 409 "
+        "`invalid_state`) and answers the case.",
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, uuid: str) -> Response:
@@ -229,7 +297,14 @@ class CaseViewSet(ApiViewSet):
         detail = api_selectors.api_case_detail(user=request.user, case_uuid=uuid)
         return Response(s.CaseDetailOutputSerializer(detail, context={"request": request}).data)
 
-    @extend_schema(responses={200: _FILE_RESPONSE}, summary="Download an image (canonical PNG)")
+    @extend_schema(
+        operation_id="cases_image_download",
+        parameters=[_CASE_ID, _IMAGE_ID, _CONTENT_DISPOSITION],
+        responses=_FILE_RESPONSES,
+        summary="Download an image (canonical PNG)",
+        description="The image as stored after upload: a grayscale PNG (DICOM and JPEG "
+        "uploads are converted), as an attachment. Errors are JSON.",
+    )
     @action(detail=True, methods=["get"], url_path=r"images/(?P<image_id>[0-9]{1,18})/file")
     def image_file(self, request: Request, uuid: str, image_id: str) -> FileResponse:
         image = api_selectors.api_image_get(
@@ -241,8 +316,12 @@ class CaseViewSet(ApiViewSet):
         )
 
     @extend_schema(
-        responses={200: _FILE_RESPONSE},
+        operation_id="cases_heatmap_download",
+        parameters=[_CASE_ID, _IMAGE_ID, _CONTENT_DISPOSITION],
+        responses=_FILE_RESPONSES,
         summary="Download an image's Grad-CAM heat-map (RGBA PNG; localisation is approximate)",
+        description="The Grad-CAM heat-map of the image's prediction, an RGBA PNG overlay of "
+        "the image's size, as an attachment; 404 until the prediction is done. Errors are JSON.",
     )
     @action(detail=True, methods=["get"], url_path=r"images/(?P<image_id>[0-9]{1,18})/heatmap")
     def image_heatmap(self, request: Request, uuid: str, image_id: str) -> FileResponse:
@@ -264,20 +343,32 @@ class ModelVersionViewSet(ApiViewSet):
     pagination_class = CappedPageNumberPagination
     scopes = {"list": "admin", "retrieve": "admin", "activate": "admin", "rollback": "admin"}
 
-    @extend_schema(responses=s.ModelVersionOutputSerializer(many=True), summary="Model versions")
+    @extend_schema(
+        operation_id="models_list",
+        responses=s.ModelVersionOutputSerializer(many=True),
+        summary="Model versions",
+        description="Every registered model version with its status, thresholds and metrics.",
+    )
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(model_version_list())
         return self.get_paginated_response(s.ModelVersionOutputSerializer(page, many=True).data)
 
-    @extend_schema(responses=s.ModelVersionOutputSerializer, summary="A model version")
+    @extend_schema(
+        operation_id="models_retrieve",
+        responses=s.ModelVersionOutputSerializer,
+        summary="A model version",
+        description="One model version with its thresholds, input specification and metrics.",
+    )
     def retrieve(self, request: Request, version: str) -> Response:
         version_obj = api_selectors.api_model_version_get(version=version)
         return Response(s.ModelVersionOutputSerializer(version_obj).data)
 
     @extend_schema(
+        operation_id="models_activate",
         request=None,
         responses=s.ModelVersionOutputSerializer,
         summary="Activate a model version (the active one is retired)",
+        description="Makes this version the one new predictions use; the active one is retired.",
     )
     @action(detail=True, methods=["post"])
     def activate(self, request: Request, version: str) -> Response:
@@ -288,9 +379,12 @@ class ModelVersionViewSet(ApiViewSet):
         return Response(s.ModelVersionOutputSerializer(activated).data)
 
     @extend_schema(
+        operation_id="models_rollback",
         request=None,
         responses=s.ModelVersionOutputSerializer,
         summary="Roll back to the previously active model version",
+        description="Re-activates the version that was active before the current one (409 "
+        "`no_previous_version` when there is none).",
     )
     @action(detail=False, methods=["post"])
     def rollback(self, request: Request) -> Response:
@@ -304,9 +398,12 @@ class ReviewQueueViewSet(ApiViewSet):
     scopes = {"list": "review"}
 
     @extend_schema(
+        operation_id="review_queue_list",
         parameters=[s.ReviewQueueFilterSerializer],
         responses=s.ReviewQueueItemOutputSerializer(many=True),
         summary="Cases waiting for a read this account may do, most urgent first",
+        description="The review queue: cases waiting for a first read, a second read or an "
+        "adjudication that this account may do, most urgent first, with who holds a claim.",
     )
     def list(self, request: Request) -> Response:
         filters = s.ReviewQueueFilterSerializer(data=request.query_params)
@@ -323,7 +420,6 @@ class ReviewCaseViewSet(ApiViewSet):
     lookup_field = "uuid"
     lookup_value_regex = UUID_REGEX
     scopes = {"claim": "review", "release": "review", "reads": "review"}
-    parser_classes = [JSONParser]
 
     def _case(self, uuid: str) -> Case:
         try:
@@ -333,25 +429,42 @@ class ReviewCaseViewSet(ApiViewSet):
         return review_case_get(user=self.request.user, case_uuid=case_uuid)
 
     @extend_schema(
+        operation_id="review_claim",
+        parameters=[_CASE_ID],
         request=None,
         responses=s.ClaimOutputSerializer,
         summary="Claim a case for the read it waits for (or renew your claim)",
+        description="Claims the case for the read it waits for, until `claim_expires_at`; "
+        "claiming again renews it. A claim held by someone else answers 409 "
+        "`claimed_by_other`.",
     )
     @action(detail=True, methods=["post"])
     def claim(self, request: Request, uuid: str) -> Response:
         case = review_claim(case=self._case(uuid), user=request.user, request=request)
         return Response(s.ClaimOutputSerializer(case, context={"request": request}).data)
 
-    @extend_schema(request=None, responses=s.ClaimOutputSerializer, summary="Give a claim back")
+    @extend_schema(
+        operation_id="review_release",
+        parameters=[_CASE_ID],
+        request=None,
+        responses=s.ClaimOutputSerializer,
+        summary="Give a claim back",
+        description="Releases your claim so that another reviewer can take the case.",
+    )
     @action(detail=True, methods=["post"])
     def release(self, request: Request, uuid: str) -> Response:
         case = review_release(case=self._case(uuid), user=request.user, request=request)
         return Response(s.ClaimOutputSerializer(case, context={"request": request}).data)
 
     @extend_schema(
+        operation_id="review_reads_submit",
+        parameters=[_CASE_ID],
         request=s.ReviewSubmitInputSerializer,
         responses=s.CaseDetailOutputSerializer,
         summary="Submit your read of every image of a claimed case",
+        description="One decision per image (`confirm` the model's label or `correct` it, with "
+        "an optional region and comment) for the case you claimed; answers the case, "
+        "`reviewed` or waiting for its next read. Without a claim: 409 `claim_required`.",
     )
     @action(detail=True, methods=["post"])
     def reads(self, request: Request, uuid: str) -> Response:
