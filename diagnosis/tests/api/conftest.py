@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -69,3 +70,21 @@ def case_with_result(clinician):
 
 def expire(token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+
+@pytest.fixture
+def eager_tasks():
+    """Celery tasks run in the server thread (the embedded mode of `make run`)."""
+    from fracture_portal.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from ml.testing import make_tiny_artifact
+
+    return make_tiny_artifact(tmp_path_factory.mktemp("api-model") / "tiny", size=64, seed=0)

@@ -28,24 +28,6 @@ def example_client_code() -> str:
     return match.group(1)
 
 
-@pytest.fixture
-def eager_tasks():
-    """Celery tasks run in the server thread (the embedded mode of `make run`)."""
-    from fracture_portal.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    from ml.testing import make_tiny_artifact
-
-    return make_tiny_artifact(tmp_path_factory.mktemp("api-model") / "tiny", size=64, seed=0)
-
-
 @pytest.mark.slow
 def test_example_client_runs_against_a_live_server(
     live_server, transactional_db, eager_tasks, tiny_model, sample_paths, tmp_path, clinician

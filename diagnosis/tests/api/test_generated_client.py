@@ -1,0 +1,259 @@
+"""A Python client generated from the live schema with openapi-python-client does the whole API
+flow, through generated calls only. The configuration and the commands are those of docs/api.md
+("Generate a client"); the server runs predictions in-process on a tiny random-weight model."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from diagnosis.api.throttling import TokenScopeRateThrottle
+from diagnosis.models import Case
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
+PACKAGE = "fracture_portal_client"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def docs_block(name: str, language: str) -> str:
+    match = re.search(
+        rf"<!-- {name}:start -->\s*```{language}\n(.*?)```\s*<!-- {name}:end -->",
+        DOC.read_text(),
+        re.DOTALL,
+    )
+    assert match, f"docs/api.md has no {name} block"
+    return match.group(1)
+
+
+@pytest.fixture
+def generated_client(live_server, transactional_db, tmp_path, issue_token, admin_user):
+    """Runs docs/api.md's commands against the live server and imports the installed client."""
+    raw, _ = issue_token(admin_user, ["read"])  # any token may read the schema
+    (tmp_path / "openapi-python-client.yaml").write_text(
+        docs_block("generate-client-config", "yaml")
+    )
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FRACTURE_PORTAL_URL": live_server.url,
+        "FRACTURE_PORTAL_TOKEN": raw,
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", docs_block("generate-client", "sh")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Warning" not in result.stdout + result.stderr  # nothing of the schema was skipped
+    site = tmp_path / "client-site"
+    assert (site / PACKAGE / "api" / "cases" / "cases_create.py").exists()
+    sys.path.insert(0, str(site))
+    try:
+        yield __import__(PACKAGE)
+    finally:
+        sys.path.remove(str(site))
+        for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
+            del sys.modules[name]
+
+
+def _file(path: Path, content: bytes | None = None):
+    from fracture_portal_client.types import File
+
+    return File(payload=io.BytesIO(content or path.read_bytes()), file_name=path.name)
+
+
+@pytest.mark.slow
+def test_generated_python_client_does_the_whole_flow(
+    generated_client,
+    live_server,
+    transactional_db,
+    eager_tasks,
+    tiny_model,
+    sample_paths,
+    settings,
+    monkeypatch,
+    issue_token,
+    clinician,
+    radiologist,
+    radiologist_b,
+):
+    from fracture_portal_client import AuthenticatedClient, Client
+    from fracture_portal_client.api.cases import (
+        cases_cancel,
+        cases_create,
+        cases_heatmap_download,
+        cases_image_download,
+        cases_list,
+        cases_retrieve,
+    )
+    from fracture_portal_client.api.review import (
+        review_claim,
+        review_queue_list,
+        review_reads_submit,
+    )
+    from fracture_portal_client.models import (
+        BodyPartEnum,
+        CaseCreatedOutput,
+        CaseCreateInputRequest,
+        CaseDetailOutput,
+        CasesListBodyPart,
+        CasesListStatus,
+        DecisionEnum,
+        Error,
+        ReadInputRequest,
+        ReviewSubmitInputRequest,
+    )
+    from fracture_portal_client.types import File
+
+    from diagnosis.services.models import model_version_register
+
+    model_version_register(artifact_dir=tiny_model, activate=True)
+    settings.SECOND_READ_RANDOM_PERCENT = 100  # every case gets a second (final) read
+    url = live_server.url
+
+    def client_for(user, scopes):
+        raw, _ = issue_token(user, scopes)
+        return AuthenticatedClient(base_url=url, token=raw, raise_on_unexpected_status=True)
+
+    clin = client_for(clinician, ["read", "write"])
+    rad_a = client_for(radiologist, ["read", "review"])
+    rad_b = client_for(radiologist_b, ["read", "review"])
+
+    def new_case(key: str, patient_ref: str = "PSN-0001"):
+        return cases_create.sync_detailed(
+            client=clin,
+            body=CaseCreateInputRequest(
+                patient_ref=patient_ref,
+                body_part=BodyPartEnum.HAND,
+                clinical_question="Fall on wrist",
+                images=[_file(sample_paths[0])],
+            ),
+            idempotency_key=key,
+        )
+
+    # Create with an Idempotency-Key, then replay it.
+    key = str(uuid.uuid4())
+    created = new_case(key)
+    assert created.status_code == 202, created.content
+    assert isinstance(created.parsed, CaseCreatedOutput)
+    assert created.parsed.replayed is False
+    assert created.parsed.status.value in {"received", "queued", "predicting", "predicted"}
+    replay = new_case(key)
+    assert replay.status_code == 200
+    assert (replay.parsed.id, replay.parsed.replayed) == (created.parsed.id, True)
+    case_id = created.parsed.id
+
+    # Poll until predicted, then read the result.
+    deadline = time.monotonic() + 120
+    while True:
+        case = cases_retrieve.sync(case_id, client=clin)
+        assert isinstance(case, CaseDetailOutput)
+        if case.status.value not in {"received", "queued", "predicting"}:
+            break
+        assert time.monotonic() < deadline, "no prediction in time"
+        time.sleep(0.5)
+    assert case.status.value == "predicted"
+    (image,) = case.images
+    prediction = image.prediction
+    assert 0.0 <= prediction.probability <= 1.0
+    assert prediction.label.value in {"fractured", "not_fractured"}
+    assert prediction.heatmap_url.endswith(f"/images/{image.id}/heatmap/")
+    assert isinstance(image.id, int)
+
+    # Downloads are bytes; their errors are parsed JSON.
+    heatmap = cases_heatmap_download.sync_detailed(case_id, image.id, client=clin)
+    assert heatmap.status_code == 200
+    assert isinstance(heatmap.parsed, File)
+    assert heatmap.parsed.payload.read().startswith(PNG_MAGIC)
+    assert heatmap.headers["content-type"] == "image/png"
+    assert "attachment" in heatmap.headers["content-disposition"]
+    picture = cases_image_download.sync(case_id, image.id, client=clin)
+    assert picture.payload.read().startswith(PNG_MAGIC)
+    missing_image = cases_image_download.sync_detailed(case_id, image.id + 10_000, client=clin)
+    assert missing_image.status_code == 404
+    assert missing_image.parsed.code == "not_found"
+
+    # List with filters.
+    listed = cases_list.sync(
+        client=clin, status=CasesListStatus.PREDICTED, body_part=CasesListBodyPart.HAND
+    )
+    assert [row.id for row in listed.results] == [case_id]
+    assert listed.results[0].image_count == 1
+    assert cases_list.sync(client=clin, status=CasesListStatus.REVIEWED).count == 0
+    assert cases_list.sync(client=clin, created_after=case.created_at).count == 1
+
+    # Review: queue, claim, first read, then the second (final) read by another radiologist.
+    queue = review_queue_list.sync(client=rad_a)
+    assert [(row.id, row.stage) for row in queue.results] == [(case_id, 1)]
+    claim = review_claim.sync(case_id, client=rad_a)
+    assert (claim.claimed_by, claim.stage) == ("rad_a", 1)
+    taken = review_claim.sync_detailed(case_id, client=rad_b)
+    assert taken.status_code == 409
+    assert isinstance(taken.parsed, Error)
+    assert taken.parsed.code == "claimed_by_other"
+    read = ReviewSubmitInputRequest(
+        reads=[ReadInputRequest(image_id=image.id, decision=DecisionEnum.CONFIRM)]
+    )
+    after_first = review_reads_submit.sync(case_id, client=rad_a, body=read)
+    assert after_first.review.needs_second_read is True
+    assert after_first.status.value != "reviewed"
+    assert review_claim.sync(case_id, client=rad_b).stage == 2
+    final = review_reads_submit.sync(case_id, client=rad_b, body=read)
+    assert final.status.value == "reviewed"
+    assert final.review.final_label == prediction.label
+    assert [r.read_number.value for r in final.images[0].reads] == [1, 2]
+    assert cases_retrieve.sync(case_id, client=clin).review.final_label == prediction.label
+
+    # Cancel: a pending case can be cancelled, a reviewed one answers 409.
+    other = new_case(str(uuid.uuid4()), patient_ref="PSN-0002")
+    cancelled = cases_cancel.sync(other.parsed.id, client=clin)
+    assert cancelled.status.value == "cancelled"
+    refused = cases_cancel.sync_detailed(case_id, client=clin)
+    assert (refused.status_code, refused.parsed.code) == (409, "invalid_state")
+
+    # Error shapes: 401, 403, 404, 413, 429 (409 above), each parsed into `Error`.
+    anonymous = cases_list.sync_detailed(client=Client(base_url=url))
+    assert (anonymous.status_code, anonymous.parsed.code) == (401, "not_authenticated")
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="api"'
+    bad_token = AuthenticatedClient(base_url=url, token="fp_deadbeef_nope")
+    rejected = cases_list.sync_detailed(client=bad_token)
+    assert (rejected.status_code, rejected.parsed.code) == (401, "authentication_failed")
+    read_only = client_for(clinician, ["read"])
+    forbidden = cases_create.sync_detailed(
+        client=read_only,
+        body=CaseCreateInputRequest(
+            patient_ref="PSN-0003", body_part=BodyPartEnum.HAND, images=[_file(sample_paths[0])]
+        ),
+    )
+    assert (forbidden.status_code, forbidden.parsed.code) == (403, "insufficient_scope")
+    not_found = cases_retrieve.sync_detailed(uuid.uuid4(), client=clin)
+    assert (not_found.status_code, not_found.parsed.code) == (404, "not_found")
+    settings.UPLOAD_MAX_FILE_BYTES = 1024
+    too_large = new_case(str(uuid.uuid4()), patient_ref="PSN-0004")
+    assert (too_large.status_code, too_large.parsed.code) == (413, "file_too_large")
+    monkeypatch.setattr(
+        TokenScopeRateThrottle,
+        "THROTTLE_RATES",
+        {**TokenScopeRateThrottle.THROTTLE_RATES, "read": "3/min"},
+    )
+    answers = [cases_list.sync_detailed(client=clin) for _ in range(4)]
+    throttled = answers[-1]
+    assert throttled.status_code == 429
+    assert isinstance(throttled.parsed, Error)
+    assert throttled.parsed.code == "throttled"
+    assert int(throttled.headers["retry-after"]) > 0
+    assert throttled.parsed.extra["retry_after_seconds"] > 0
+    assert Case.objects.filter(source="api").count() == 2  # the refused uploads stored nothing
