@@ -4,9 +4,12 @@ flow, through generated calls only. The configuration and the commands are those
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -33,22 +36,17 @@ def docs_block(name: str, language: str) -> str:
     return match.group(1)
 
 
-@pytest.fixture
-def generated_client(live_server, transactional_db, tmp_path, issue_token, admin_user):
-    """Runs docs/api.md's commands against the live server and imports the installed client."""
-    raw, _ = issue_token(admin_user, ["read"])  # any token may read the schema
-    (tmp_path / "openapi-python-client.yaml").write_text(
-        docs_block("generate-client-config", "yaml")
-    )
+def _generate(block: str, package: str, *, url: str, token: str, tmp_path: Path):
+    """Runs a docs/api.md command block against the live server; the installed package."""
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "FRACTURE_PORTAL_URL": live_server.url,
-        "FRACTURE_PORTAL_TOKEN": raw,
+        "FRACTURE_PORTAL_URL": url,
+        "FRACTURE_PORTAL_TOKEN": token,
     }
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", docs_block("generate-client", "sh")],
+        ["bash", "-euo", "pipefail", "-c", docs_block(block, "sh")],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -57,16 +55,35 @@ def generated_client(live_server, transactional_db, tmp_path, issue_token, admin
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Warning" not in result.stdout + result.stderr  # nothing of the schema was skipped
     site = tmp_path / "client-site"
-    assert (site / PACKAGE / "api" / "cases" / "cases_create.py").exists()
+    assert (site / package / "__init__.py").exists()
+    return result.stdout + result.stderr, site
+
+
+@contextlib.contextmanager
+def _imported(site: Path, package: str):
     sys.path.insert(0, str(site))
     try:
-        yield __import__(PACKAGE)
+        yield __import__(package)
     finally:
         sys.path.remove(str(site))
-        for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
+        for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
             del sys.modules[name]
+
+
+@pytest.fixture
+def generated_client(live_server, transactional_db, tmp_path, issue_token, admin_user):
+    """openapi-python-client's client, made by docs/api.md's commands against the live server."""
+    raw, _ = issue_token(admin_user, ["read"])  # any token may read the schema
+    (tmp_path / "openapi-python-client.yaml").write_text(
+        docs_block("generate-client-config", "yaml")
+    )
+    output, site = _generate(
+        "generate-client", PACKAGE, url=live_server.url, token=raw, tmp_path=tmp_path
+    )
+    assert "Warning" not in output  # nothing of the schema was skipped
+    with _imported(site, PACKAGE) as package:
+        yield package
 
 
 def _file(path: Path, content: bytes | None = None):
@@ -257,3 +274,84 @@ def test_generated_python_client_does_the_whole_flow(
     assert int(throttled.headers["retry-after"]) > 0
     assert throttled.parsed.extra["retry_after_seconds"] > 0
     assert Case.objects.filter(source="api").count() == 2  # the refused uploads stored nothing
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="openapi-generator needs a Java runtime")
+def test_openapi_generator_python_client_does_the_flow(
+    live_server,
+    transactional_db,
+    eager_tasks,
+    tiny_model,
+    sample_paths,
+    settings,
+    tmp_path,
+    issue_token,
+    clinician,
+    radiologist,
+):
+    from diagnosis.services.models import model_version_register
+
+    model_version_register(artifact_dir=tiny_model, activate=True)
+    settings.SECOND_READ_RANDOM_PERCENT = 0
+    settings.SECOND_READ_MODEL_POSITIVE = False
+    settings.SECOND_READ_ON_DISAGREEMENT = False
+    clin_raw, _ = issue_token(clinician, ["read", "write"])
+    rad_raw, _ = issue_token(radiologist, ["read", "review"])
+    _, site = _generate(
+        "generate-client-openapi-generator",
+        "fracture_portal_openapi",
+        url=live_server.url,
+        token=clin_raw,
+        tmp_path=tmp_path,
+    )
+    with _imported(site, "fracture_portal_openapi") as client:
+        clin = client.ApiClient(client.Configuration(host=live_server.url, access_token=clin_raw))
+        rad = client.ApiClient(client.Configuration(host=live_server.url, access_token=rad_raw))
+        cases, review = client.CasesApi(clin), client.ReviewApi(rad)
+        upload = [(sample_paths[0].name, sample_paths[0].read_bytes())]
+        key = str(uuid.uuid4())
+        first = cases.cases_create_with_http_info(
+            patient_ref="PSN-0001", body_part="hand", images=upload, idempotency_key=key
+        )
+        again = cases.cases_create_with_http_info(
+            patient_ref="PSN-0001", body_part="hand", images=upload, idempotency_key=key
+        )
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.data.id == first.data.id
+        assert again.data.replayed is True
+        case_id = first.data.id
+        deadline = time.monotonic() + 120
+        while (case := cases.cases_retrieve(case_id)).status in {
+            "received",
+            "queued",
+            "predicting",
+        }:
+            assert time.monotonic() < deadline, "no prediction in time"
+            time.sleep(0.5)
+        assert case.status == "predicted"
+        image = case.images[0]
+        assert 0.0 <= image.prediction.probability <= 1.0
+        # (case, image) in the URL's order; downloads are bytes
+        assert cases.cases_heatmap_download(case_id, image.id).startswith(PNG_MAGIC)
+        assert cases.cases_image_download(case_id, image.id).startswith(PNG_MAGIC)
+        listed = cases.cases_list(status="predicted", body_part="hand")
+        assert [row.id for row in listed.results] == [case_id]
+        assert [row.id for row in review.review_queue_list(stage=1).results] == [case_id]
+        assert review.review_claim(case_id).claimed_by == "rad_a"
+        reads = client.ReviewSubmitInputRequest(
+            reads=[client.ReadInputRequest(image_id=image.id, decision="confirm")]
+        )
+        final = review.review_reads_submit(case_id, reads)
+        assert final.status == "reviewed"
+        assert final.review.final_label == image.prediction.label
+        with pytest.raises(client.exceptions.NotFoundException) as missing:
+            cases.cases_heatmap_download(case_id, image.id + 10_000)
+        assert json.loads(missing.value.body)["code"] == "not_found"
+        with pytest.raises(client.exceptions.ConflictException) as refused:
+            cases.cases_cancel(case_id)
+        assert json.loads(refused.value.body)["code"] == "invalid_state"
+        anonymous = client.CasesApi(client.ApiClient(client.Configuration(host=live_server.url)))
+        with pytest.raises(client.exceptions.UnauthorizedException) as unauthenticated:
+            anonymous.cases_list()
+        assert unauthenticated.value.headers["WWW-Authenticate"] == 'Bearer realm="api"'
