@@ -171,6 +171,27 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_display = ("user", "message", "read_at", "created_at")
 
 
+class RefusalFilter(admin.SimpleListFilter):
+    """Refused accesses: every denied row (refused requests, blocked sign-ins, refused review
+    actions), or only the aggregated bursts and floods of refused requests."""
+
+    title = "refusals"
+    parameter_name = "refusals"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("all", "All refusals"), ("bursts", "Bursts (10 or more)"), ("floods", "Floods")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        denied = queryset.filter(outcome=models.AuditEvent.Outcome.DENIED)
+        if self.value() == "all":
+            return denied
+        if self.value() == "bursts":
+            return denied.filter(action="access.denied", extra__count__gte=10)
+        if self.value() == "floods":
+            return denied.filter(action="access.denied_flood")
+        return queryset
+
+
 @admin.register(models.AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = (
@@ -181,9 +202,21 @@ class AuditEventAdmin(ReadOnlyAdmin):
         "object_id",
         "outcome",
         "ip",
+        "refusal",
     )
-    list_filter = ("action", "outcome")
-    search_fields = ("actor_username", "object_id", "action")
+    list_filter = (RefusalFilter, "action", "outcome")
+    search_fields = ("actor_username", "object_id", "action", "ip")
+
+    @admin.display(description="Refusal (route, reason, count)")
+    def refusal(self, obj: models.AuditEvent) -> str:
+        extra = obj.extra or {}
+        if "route" not in extra:
+            return ""
+        token = extra.get("token_id") or extra.get("token_prefix")
+        parts = [extra["route"], extra.get("reason", ""), f"x{extra.get('count', 1)}"]
+        if token:
+            parts.append(f"token {token}")
+        return " ".join(str(part) for part in parts)
 
 
 # --- Users: roles shown and filterable; superuser flags and raw permissions stay with superusers ---

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 
+from diagnosis.services.audit import audit_refusal, client_ip
 from diagnosis.signals import LOGIN_AT_KEY
 
 IDLE_KEY = "last_activity"
@@ -110,3 +111,76 @@ class SessionTimeoutMiddleware:
             if last is None or now - int(last) >= _IDLE_RESOLUTION_SECONDS:
                 session[IDLE_KEY] = now
         return self.get_response(request)
+
+
+# Routes whose refusals are not about patient data or administration: the login page (failed
+# sign-ins have their own audit), the health check, the API's catch-all for unknown paths.
+_UNAUDITED_ROUTES = frozenset({"login", "healthz", "api:not-found", "admin-login-redirect"})
+_REFUSALS = {401: "not_authenticated", 403: "forbidden", 404: "not_found"}
+# URL keyword arguments that name the object a request is about (first found wins): its type.
+_OBJECT_KWARGS = {
+    "case_uuid": "case",
+    "uuid": "case",
+    "version": "modelversion",
+    "token_id": "apitoken",
+    "client_id": "apiclient",
+    "run_id": "trainingrun",
+    "pk": "object",
+}
+
+
+def _refusal_reason(request: HttpRequest, response: HttpResponse) -> str:
+    explicit = getattr(request, "refusal_reason", "")
+    if explicit:
+        return explicit
+    data = getattr(response, "data", None)  # a DRF answer carries the API's error code
+    if isinstance(data, dict) and isinstance(data.get("code"), str):
+        return data["code"]
+    return _REFUSALS[response.status_code]
+
+
+def _token_prefix(request: HttpRequest) -> str:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    parts = header.split()
+    if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1].startswith("fp_"):
+        return parts[1].split("_")[1][:12]  # the public part of "fp_<prefix>_<secret>"
+    return ""
+
+
+class RefusalAuditMiddleware:
+    """Audits every request refused with 401, 403 or 404 on a real route (pages, API, admin), with
+    the actor or API token, client address, route, object id and reason, unless the view audited
+    the refusal itself. Aggregated in bursts by `diagnosis.services.audit.audit_refusal`."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code in _REFUSALS and not getattr(request, "refusal_audited", False):
+            match = getattr(request, "resolver_match", None)
+            if match is not None and match.view_name not in _UNAUDITED_ROUTES:
+                self._audit(request, response, match.view_name, match.kwargs)
+        return response
+
+    @staticmethod
+    def _audit(
+        request: HttpRequest, response: HttpResponse, route: str, kwargs: dict[str, object]
+    ) -> None:
+        user = getattr(request, "user", None)
+        authenticated = user is not None and user.is_authenticated
+        token = getattr(request, "auth", None)
+        name = next((key for key in _OBJECT_KWARGS if key in kwargs), "")
+        audit_refusal(
+            actor_id=user.pk if authenticated else None,
+            username=user.get_username() if authenticated else "",
+            token_id=getattr(token, "pk", None),
+            token_prefix=_token_prefix(request),
+            ip=client_ip(request),
+            route=route,
+            method=request.method or "",
+            status=response.status_code,
+            reason=_refusal_reason(request, response),
+            object_type=_OBJECT_KWARGS.get(name, ""),
+            object_id=str(kwargs.get(name, "")) if name else "",
+        )

@@ -56,6 +56,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "fracture_portal.middleware.RefusalAuditMiddleware",
     "fracture_portal.middleware.SessionTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -139,6 +140,11 @@ LOGIN_IP_FAILURE_LIMIT = env.int("LOGIN_IP_FAILURE_LIMIT", default=4 * LOGIN_FAI
 LOGIN_USER_FAILURE_LIMIT = env.int("LOGIN_USER_FAILURE_LIMIT", default=4 * LOGIN_FAILURE_LIMIT)
 LOGIN_USER_WINDOW_SECONDS = env.int("LOGIN_USER_WINDOW_SECONDS", default=60 * 60)
 LOGIN_USER_BACKOFF_SECONDS = env.int("LOGIN_USER_BACKOFF_SECONDS", default=60)
+# Refused requests are audited in bursts: per (actor, address, route, object, reason) and window,
+# the 1st, 10th, 100th... refusal is written; past AUDIT_REFUSAL_MAX_ROWS rows per window, only
+# floods.
+AUDIT_REFUSAL_WINDOW_SECONDS = env.int("AUDIT_REFUSAL_WINDOW_SECONDS", default=60)
+AUDIT_REFUSAL_MAX_ROWS = env.int("AUDIT_REFUSAL_MAX_ROWS", default=1000)
 
 # --- Security (production values unless DEBUG) ----------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -257,6 +257,7 @@ class CaseViewSet(ApiViewSet):
             api_client=token.client if token is not None else None,
             idempotency_key=key,
             urgent=data.validated_data["urgent"],
+            request=request,  # the audit row's client address and token
         )
         replayed = not getattr(case, "was_created", True)
         if replayed:
@@ -293,7 +294,7 @@ class CaseViewSet(ApiViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, uuid: str) -> Response:
         case = api_selectors.api_case_get(user=request.user, case_uuid=uuid)
-        case_cancel(case=case, user=request.user)
+        case_cancel(case=case, user=request.user, request=request)
         detail = api_selectors.api_case_detail(user=request.user, case_uuid=uuid)
         return Response(s.CaseDetailOutputSerializer(detail, context={"request": request}).data)
 

@@ -307,8 +307,9 @@ def _delete_files(names_written: list[str]) -> None:
 
 
 @transaction.atomic
-def case_cancel(*, case: Case, user: AbstractBaseUser) -> Case:
-    """The case's creator (or staff) cancels a case that is not yet reviewed.
+def case_cancel(*, case: Case, user: AbstractBaseUser, request: HttpRequest | None = None) -> Case:
+    """The case's creator (or staff) cancels a case that is not yet reviewed. `request`, if given,
+    only supplies the client address and API token for the audit row.
 
     Raises NotFoundError if the user may not see the case, PermissionDeniedError if they see it
     but did not create it, InvalidStateError if it is already reviewed or cancelled.
@@ -326,6 +327,6 @@ def case_cancel(*, case: Case, user: AbstractBaseUser) -> Case:
     locked.claimed_by = None
     locked.claim_expires_at = None
     locked.save(update_fields=[*moved, "claimed_by", "claim_expires_at"])
-    audit_record(action="case.cancel", actor=user, obj=locked)
+    audit_record(action="case.cancel", actor=user, request=request, obj=locked)
     logger.info("case cancelled", extra={"case_uuid": str(locked.uuid)})
     return locked

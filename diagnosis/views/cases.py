@@ -88,7 +88,7 @@ def case_detail_view(request: HttpRequest, case_uuid: str) -> HttpResponse:
 def case_cancel_view(request: HttpRequest, case_uuid: str) -> HttpResponse:
     try:
         case = case_get(user=request.user, case_uuid=case_uuid)
-        case_cancel(case=case, user=request.user)
+        case_cancel(case=case, user=request.user, request=request)
     except NotFoundError as exc:
         raise Http404("Case not found") from exc
     except PermissionDeniedError as exc:

@@ -42,6 +42,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    request.refusal_reason = "csrf_failed"  # type: ignore[attr-defined]  (for the refusal audit)
     if _is_api(request):
         return _json("csrf_failed", "CSRF verification failed; send the CSRF token.", 403)
     return django_csrf_failure(request, reason=reason)

@@ -128,14 +128,22 @@ def test_detail_shows_the_case_and_audits_one_view(clinician, client_for):
     )
 
 
-def test_foreign_and_unknown_cases_answer_404_without_audit(clinician, clinician_b, client_for):
+def test_foreign_and_unknown_cases_answer_404_and_the_refusal_is_audited(
+    clinician, clinician_b, client_for
+):
     foreign = factories.CaseFactory(created_by=clinician_b)
+    unknown = uuid.uuid4()
     client = client_for(clinician)
-    before = AuditEvent.objects.count()
     assert client.get(reverse("diagnosis:case_detail", args=[foreign.uuid])).status_code == 404
-    assert client.get(reverse("diagnosis:case_detail", args=[uuid.uuid4()])).status_code == 404
-    assert client.get("/cases/not-a-uuid/").status_code == 404
-    assert AuditEvent.objects.count() == before
+    assert client.get(reverse("diagnosis:case_detail", args=[unknown])).status_code == 404
+    assert client.get("/cases/not-a-uuid/").status_code == 404  # no route: not about a case
+    rows = AuditEvent.objects.filter(action="access.denied").order_by("pk")
+    # The same answer for a foreign and a missing case, and the same audit row shape.
+    assert [(r.actor_id, r.object_id, r.extra["reason"]) for r in rows] == [
+        (clinician.pk, str(foreign.uuid), "not_found"),
+        (clinician.pk, str(unknown), "not_found"),
+    ]
+    assert not AuditEvent.objects.filter(action="case.view").exists()
 
 
 def test_radiologist_opens_any_case(clinician, radiologist, client_for):
