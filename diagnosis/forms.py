@@ -38,7 +38,10 @@ class CaseIntakeForm(forms.Form):
         ),
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
-    body_part = forms.ChoiceField(label="Body part", choices=BodyPart.choices)
+    # No default: a pre-selected region is too easily left as it is (and feeds the region metrics).
+    body_part = forms.ChoiceField(
+        label="Body part", choices=[("", "Choose the body part…"), *BodyPart.choices]
+    )
     clinical_question = forms.CharField(
         label="Clinical question",
         required=False,

@@ -334,3 +334,18 @@ def test_a_box_on_a_no_fracture_read_is_refused(radiologist, client_for):
                 )
             ],
         )
+
+
+def test_new_case_form_has_no_preselected_body_part_and_marks_required_fields(
+    clinician, client_for
+):
+    body = client_for(clinician).get(reverse("diagnosis:case_new")).content.decode()
+    select = body[
+        body.index('name="body_part"') : body.index("</select>", body.index('name="body_part"'))
+    ]
+    assert '<option value="" selected>Choose the body part…</option>' in select
+    assert select.count("selected") == 1
+    label = body[body.index('for="id_patient_ref"') :].split("</label>")[0]
+    assert "(required)" in label
+    assert 'name="patient_ref"' in body
+    assert re.search(r'<input[^>]+name="patient_ref"[^>]+required', body)
