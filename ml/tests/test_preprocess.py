@@ -19,7 +19,7 @@ from ml.tests.conftest import png_bytes
 
 
 def test_decode_samples_are_gray_uint8(sample_files):
-    assert len(sample_files) == 10
+    assert len(sample_files) == 20  # samples/manifest.csv
     for path in sample_files:
         img = read_image(path)
         assert img.dtype == np.uint8

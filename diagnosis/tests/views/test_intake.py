@@ -524,3 +524,17 @@ def test_phi_is_never_logged_nor_echoed(clinician_client, caplog):
     for secret in ("Doe^Jane", "MRN-0042", "19700101", "Secret Street", "private-secret"):
         assert secret not in caplog.text
         assert secret not in rejected.content.decode()
+
+
+def test_sample_dicom_with_pixel_spacing_is_accepted(clinician_client):
+    """samples/ ships one DICOM radiograph (12 bits stored, illustrative pixel spacing) for the
+    demo and the viewer's distance tool."""
+    path = next(Path(__file__).resolve().parents[3].joinpath("samples").glob("*.dcm"))
+    files = [_upload(path.name, path.read_bytes(), "application/dicom")]
+    response = clinician_client.post(URL, _fields(images=files), **XHR)
+    assert response.status_code == 201, response.content
+    image = Case.objects.get().images.get()
+    assert image.source_format == XrayImage.SourceFormat.DICOM
+    assert image.source_bit_depth == 12
+    assert [float(v) for v in image.dicom_metadata["PixelSpacing"]] == [0.35, 0.35]
+    assert "WindowCenter" in image.dicom_metadata
