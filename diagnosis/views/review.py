@@ -325,6 +325,20 @@ def release_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
 # --- The review screen ---------------------------------------------------------------------------------------
 
 
+def pixel_spacing(metadata: dict[str, Any] | None) -> tuple[list[float], str] | None:
+    """(row, column) spacing in mm of a DICOM image and the attribute it came from: PixelSpacing,
+    else ImagerPixelSpacing (at the detector); None when neither is a pair of positive numbers."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = (metadata or {}).get(key)
+        try:
+            pair = [float(v) for v in value] if isinstance(value, list | tuple) else []
+        except (TypeError, ValueError):
+            continue
+        if len(pair) == 2 and all(0 < v < 10 for v in pair):
+            return pair, key
+    return None
+
+
 def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict[str, Any]:
     # Blind second reads: one rule for every page, the API and webhooks (selectors.reads).
     images = case_image_reads(case=case, viewer=request.user)
@@ -348,6 +362,7 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
                     item.image.pk,
                     prediction.pk if prediction and prediction.heatmap else None,
                 ),
+                "spacing": pixel_spacing(item.image.dicom_metadata),
                 "reads": [item.reads[n] for n in sorted(item.reads)],
                 "choices": [item.reads[n] for n in (1, 2) if n in item.reads]
                 if stage == STAGE_ADJUDICATION

@@ -64,6 +64,16 @@
     box: document.getElementById("viewer-box"),
     priorBoxes: { 1: document.getElementById("prior-box-1"), 2: document.getElementById("prior-box-2") },
     drawEnabled: editable,
+    layers: document.getElementById("viewer-layers"),
+    measureLine: document.getElementById("measure-line"),
+    onMeasure: function (result) {
+      var out = document.getElementById("measure-readout");
+      if (out) out.textContent = result ? "Distance: " + result.text : "";
+    },
+    onChange: function (v) {
+      if (Number(level.value) !== v.level) level.value = v.level;
+      if (Number(windowWidth.value) !== v.window) windowWidth.value = v.window;
+    },
     onBox: function (box) {
       var panel = panels[current];
       var input = regionInput(panel);
@@ -73,6 +83,8 @@
       onChanged();
     },
   });
+
+  window.reviewViewer = viewer; // for overlays added by other scripts (and the browser tests)
 
   function selectImage(index) {
     if (!panels.length) return;
@@ -85,6 +97,7 @@
     });
     var panel = panels[current];
     viewer.load(panel.dataset.imageUrl, panel.dataset.heatmapUrl);
+    viewer.setSpacing(panel.dataset.spacing ? panel.dataset.spacing.split(",").map(Number) : null);
     heatToggle.disabled = !panel.dataset.heatmapUrl;
     var input = regionInput(panel);
     var box = input ? parseRegion(input.value) : parseRegion(panel.dataset.finalRegion || "");
@@ -213,9 +226,28 @@
         case "heatmap": setPressed(heatToggle, viewer.toggleHeatmap()); break;
         case "draw": toggleDraw(); break;
         case "clear-box": clearBox(); break;
+        case "actual": viewer.actualSize(); break;
+        case "window-drag": setMode("window"); break;
+        case "measure": setMode("measure"); break;
       }
     });
   });
+  function setMode(mode) {
+    var now = viewer.setMode(mode);
+    setPressed(document.getElementById("window-toggle"), now === "window");
+    setPressed(document.getElementById("measure-toggle"), now === "measure");
+    if (now !== "pan" && viewer.drawMode) toggleDraw(false);
+  }
+  var preset = document.getElementById("wl-preset");
+  if (preset) {
+    preset.addEventListener("change", function () {
+      if (!preset.value) return;
+      var parts = preset.value.split(",").map(Number);
+      level.value = parts[0];
+      windowWidth.value = parts[1];
+      onWindow();
+    });
+  }
   function onWindow() {
     viewer.setWindow(Number(level.value), Number(windowWidth.value));
   }
@@ -270,7 +302,9 @@
         break;
       case "h": case "H": setPressed(heatToggle, viewer.toggleHeatmap()); break;
       case "i": case "I": setPressed(invertBtn, viewer.toggleInvert()); break;
-      case "b": case "B": if (editable) toggleDraw(); else handled = false; break;
+      case "b": case "B": if (editable) { if (viewer.mode !== "pan") setMode(viewer.mode); toggleDraw(); } else handled = false; break;
+      case "w": case "W": setMode("window"); break;
+      case "m": case "M": setMode("measure"); break;
       case "Delete": case "Backspace": if (editable) clearBox(); else handled = false; break;
       case "+": case "=": viewer.zoomBy(1.25); break;
       case "-": case "_": viewer.zoomBy(0.8); break;

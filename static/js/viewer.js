@@ -1,7 +1,10 @@
 /*
  * Radiograph viewer: zoom and pan (CSS transform), window/level and invert (canvas lookup table),
  * Grad-CAM heat-map overlay (RGBA PNG, opacity and toggle), and a region box drawn by dragging,
- * reported as fractions {x, y, w, h} of the image.
+ * reported as fractions {x, y, w, h} of the image. Dragging pans, windows (window mode: left/right
+ * changes the width, up/down the level, as in PACS viewers) or measures a distance (measure mode:
+ * millimetres from the image's pixel spacing when known, image pixels otherwise, labelled as such).
+ * Extra overlays (e.g. model candidate boxes) go through setBoxLayer(name, boxes, className).
  *
  * No inline styles or scripts (the Content-Security-Policy forbids them): this file sets style
  * properties through the CSSOM and SVG attributes only.
@@ -23,6 +26,11 @@
     this.status = options.status;
     this.boxEl = options.box;
     this.priorEls = options.priorBoxes || {};
+    this.layersEl = options.layers || null;
+    this.measureEl = options.measureLine || null;
+    this.onMeasure = options.onMeasure || function () {};
+    this.mode = "pan"; // pan | window | measure (drawing a box is drawMode)
+    this.spacing = null; // [row, column] mm per pixel, or null
     this.onBox = options.onBox || function () {};
     this.onChange = options.onChange || function () {};
     this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
@@ -64,6 +72,11 @@
         var p = self.toFraction(e.clientX, e.clientY);
         self.drag = { kind: "box", x0: p.x, y0: p.y };
         self.root.classList.add("drawing");
+      } else if (self.mode === "measure") {
+        var q = self.toFraction(e.clientX, e.clientY);
+        self.drag = { kind: "measure", x0: q.x, y0: q.y };
+      } else if (self.mode === "window") {
+        self.drag = { kind: "window", x: e.clientX, y: e.clientY, level: self.level, window: self.window };
       } else {
         self.drag = { kind: "pan", x: e.clientX, y: e.clientY, tx: self.tx, ty: self.ty };
         self.root.classList.add("panning");
@@ -75,6 +88,11 @@
         self.tx = self.drag.tx + (e.clientX - self.drag.x);
         self.ty = self.drag.ty + (e.clientY - self.drag.y);
         self._applyTransform();
+      } else if (self.drag.kind === "window") {
+        self.setWindow(self.drag.level - (e.clientY - self.drag.y), self.drag.window + (e.clientX - self.drag.x));
+      } else if (self.drag.kind === "measure") {
+        var m = self.toFraction(e.clientX, e.clientY);
+        self.setMeasure({ x0: self.drag.x0, y0: self.drag.y0, x1: m.x, y1: m.y });
       } else {
         var p = self.toFraction(e.clientX, e.clientY);
         self._drawBox(self._boxFrom(self.drag.x0, self.drag.y0, p.x, p.y));
@@ -86,6 +104,11 @@
       self.drag = null;
       self.root.classList.remove("panning");
       self.root.classList.remove("drawing");
+      if (drag.kind === "window") self.onChange(self);
+      if (drag.kind === "measure") {
+        var m = self.toFraction(e.clientX, e.clientY);
+        self.setMeasure({ x0: drag.x0, y0: drag.y0, x1: m.x, y1: m.y });
+      }
       if (drag.kind === "box") {
         var p = self.toFraction(e.clientX, e.clientY);
         var box = self._boxFrom(drag.x0, drag.y0, p.x, p.y);
@@ -125,6 +148,7 @@
     var self = this;
     var token = ++this.loadToken;
     delete this.root.dataset.loaded;
+    this.setMeasure(null);
     this.gray = null;
     this.naturalW = 0;
     this.status.textContent = imageUrl ? "Loading image…" : "No image file available.";
@@ -255,6 +279,76 @@
     this.ty = cy - (cy - this.ty) * f;
     this.scale = next;
     this._applyTransform();
+  };
+
+  /* One image pixel per screen pixel, centred. */
+  Viewer.prototype.actualSize = function () {
+    if (!this.naturalW) return;
+    this.zoomBy(1 / this.scale);
+  };
+
+  Viewer.prototype.setMode = function (mode) {
+    this.mode = this.mode === mode ? "pan" : mode;
+    this.root.classList.toggle("window-mode", this.mode === "window");
+    this.root.classList.toggle("measure-mode", this.mode === "measure");
+    return this.mode;
+  };
+
+  /* mm per pixel as [row, column] (DICOM PixelSpacing order), or null for pixels only. */
+  Viewer.prototype.setSpacing = function (spacing) {
+    this.spacing = spacing && spacing.length === 2 && spacing[0] > 0 && spacing[1] > 0 ? spacing : null;
+  };
+
+  /* A measured segment in fractions of the image -> {pixels, mm (or null), text}. */
+  Viewer.prototype.measure = function (seg) {
+    var dx = (seg.x1 - seg.x0) * this.naturalW;
+    var dy = (seg.y1 - seg.y0) * this.naturalH;
+    var pixels = Math.sqrt(dx * dx + dy * dy);
+    var mm = this.spacing ? Math.sqrt(Math.pow(dx * this.spacing[1], 2) + Math.pow(dy * this.spacing[0], 2)) : null;
+    var text = mm !== null ? mm.toFixed(1) + " mm" : Math.round(pixels) + " px (image pixels: no pixel spacing in this image)";
+    return { pixels: pixels, mm: mm, text: text };
+  };
+
+  Viewer.prototype.setMeasure = function (seg) {
+    var el = this.measureEl;
+    if (!el) return null;
+    if (!seg) {
+      el.setAttribute("visibility", "hidden");
+      this.onMeasure(null);
+      return null;
+    }
+    el.setAttribute("x1", seg.x0);
+    el.setAttribute("y1", seg.y0);
+    el.setAttribute("x2", seg.x1);
+    el.setAttribute("y2", seg.y1);
+    el.setAttribute("visibility", "visible");
+    var result = this.measure(seg);
+    this.onMeasure(result);
+    return result;
+  };
+
+  /* An overlay layer of boxes in image pixels ({x0, y0, x1, y1, score?}), drawn with className;
+     an empty list removes the layer. */
+  Viewer.prototype.setBoxLayer = function (name, boxes, className) {
+    if (!this.layersEl) return;
+    var ns = "http://www.w3.org/2000/svg";
+    var group = this.layersEl.querySelector('g[data-layer="' + name + '"]');
+    if (group) group.parentNode.removeChild(group);
+    if (!boxes || !boxes.length || !this.naturalW) return;
+    group = document.createElementNS(ns, "g");
+    group.setAttribute("data-layer", name);
+    var self = this;
+    boxes.forEach(function (b) {
+      var rect = document.createElementNS(ns, "rect");
+      rect.setAttribute("class", "box " + (className || ""));
+      rect.setAttribute("x", b.x0 / self.naturalW);
+      rect.setAttribute("y", b.y0 / self.naturalH);
+      rect.setAttribute("width", (b.x1 - b.x0) / self.naturalW);
+      rect.setAttribute("height", (b.y1 - b.y0) / self.naturalH);
+      if (b.score !== undefined) rect.setAttribute("data-score", b.score);
+      group.appendChild(rect);
+    });
+    this.layersEl.appendChild(group);
   };
 
   Viewer.prototype.setWindow = function (level, width) {

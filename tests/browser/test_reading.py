@@ -134,3 +134,75 @@ def test_release_asks_first_and_leaving_unkept_work_warns(
     assert case.claimed_by_id is None
     assert [e for e in errors if "409" not in e] == [], errors
     context.close()
+
+
+def test_viewer_measures_in_mm_with_pixel_spacing_and_in_pixels_without(
+    live_server,
+    two_image_case,  # noqa: F811
+    browser,
+    screenshots,
+):
+    """Image 1 carries DICOM pixel spacing (0.5 mm rows, 0.25 mm columns); image 2 has none. Also
+    1:1 zoom, window presets and drag-to-window, and the overlay layer for extra boxes."""
+    case = two_image_case
+    first = case.images.order_by("position").first()
+    first.dicom_metadata = {"PixelSpacing": [0.5, 0.25]}
+    first.save(update_fields=["dicom_metadata"])
+    reader = factories.RadiologistFactory(username="rad_measure")
+    context, page, errors = _open(browser, live_server, reader, case)
+    stage = page.locator("#viewer-stage").bounding_box()
+    width = first.width
+
+    def drag(fx0, fy0, fx1, fy1):
+        box = page.locator("#viewer-stage").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * fx0, box["y"] + box["height"] * fy0)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * fx1, box["y"] + box["height"] * fy1, steps=4)
+        page.mouse.up()
+
+    page.locator("#viewer").focus()
+    page.keyboard.press("m")
+    assert page.locator("#measure-toggle").get_attribute("aria-pressed") == "true"
+    drag(0.2, 0.5, 0.6, 0.5)  # horizontal: 40 % of the width, 0.25 mm per column
+    text = page.locator("#measure-readout").inner_text()
+    expected = 0.4 * width * 0.25
+    value = float(text.split("Distance: ")[1].split(" mm")[0])
+    assert value == pytest.approx(expected, rel=0.03), text
+    assert page.locator("#measure-line").get_attribute("visibility") == "visible"
+    screenshots(page, "measure-mm")
+
+    page.keyboard.press("]")  # image 2: no spacing, so pixels, labelled as such
+    page.wait_for_selector("#viewer[data-loaded='1']")
+    drag(0.5, 0.2, 0.5, 0.7)
+    text = page.locator("#measure-readout").inner_text()
+    assert "px (image pixels: no pixel spacing" in text
+    pixels = float(text.split("Distance: ")[1].split(" px")[0])
+    assert pixels == pytest.approx(0.5 * case.images.order_by("position").last().height, rel=0.05)
+
+    # 1:1: the stage is as wide on screen as the image has pixels.
+    page.click('[data-action="actual"]')
+    assert page.locator("#viewer-stage").bounding_box()["width"] == pytest.approx(
+        case.images.order_by("position").last().width, rel=0.01
+    )
+    page.click('[data-action="reset"]')
+    # Presets and drag-to-window move the level/window and show them.
+    page.select_option("#wl-preset", "150,140")
+    assert page.locator("#wl-level").input_value() == "150"
+    assert page.locator("#wl-window").input_value() == "140"
+    page.locator("#viewer").focus()
+    page.keyboard.press("w")
+    drag(0.5, 0.5, 0.6, 0.4)  # right widens, up raises the level
+    assert int(page.locator("#wl-window").input_value()) > 140
+    assert int(page.locator("#wl-level").input_value()) > 150
+    assert (
+        "level " + page.locator("#wl-level").input_value()
+        in page.locator("#viewer-status").inner_text()
+    )
+    # One more overlay layer of boxes (image pixels), e.g. model candidates.
+    page.evaluate(
+        "() => window.reviewViewer.setBoxLayer('candidates', [{x0: 10, y0: 10, x1: 50, y1: 40, score: 0.9}], 'box-candidate')"
+    )
+    assert page.locator("#viewer-layers rect.box-candidate").count() == 1
+    assert stage["width"] > 0
+    assert errors == [], errors
+    context.close()
