@@ -44,7 +44,10 @@ def axe_violations(page) -> list[str]:
 
 
 @pytest.fixture
-def world(two_image_case):  # noqa: F811
+def world(two_image_case, settings):  # noqa: F811
+    settings.SECOND_READ_MODEL_POSITIVE = False
+    settings.SECOND_READ_ON_DISAGREEMENT = False
+    settings.SECOND_READ_RANDOM_PERCENT = 0.0
     clinician = factories.ClinicianFactory(username="clin_axe", first_name="Cleo", last_name="Lin")
     reader = factories.RadiologistFactory(username="rad_axe", first_name="Ray", last_name="Dio")
     other = factories.RadiologistFactory(username="rad_axe2", first_name="Ola", last_name="Two")
@@ -52,11 +55,15 @@ def world(two_image_case):  # noqa: F811
     Case.objects.filter(pk=two_image_case.pk).update(created_by=clinician)
     # A reviewed case with a box, for the case page's final reading.
     reviewed = factories.CaseFactory(created_by=clinician, status=Case.Status.PREDICTED)
-    image = factories.XrayImageFactory(case=reviewed, file=two_image_case.images.first().file)
+    source = two_image_case.images.order_by("position").first()
+    image = factories.XrayImageFactory(
+        case=reviewed, file=source.file, width=source.width, height=source.height
+    )
     factories.PredictionFactory(
         image=image,
         probability=0.2,
         label="not_fractured",
+        labels={"balanced": "not_fractured", "high_sensitivity": "fractured"},
         model_version=two_image_case.images.first().predictions.first().model_version,
     )
     review_claim(case=reviewed, user=other)
@@ -225,3 +232,51 @@ def test_a_whole_review_with_the_keyboard_alone(live_server, world, browser, scr
     assert Review.objects.filter(image__case=case, read_number=1).count() == 2
     assert errors == [], errors
     context.close()
+
+
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def test_documentation_screenshots(live_server, world, browser, screenshots):
+    """The README's pictures, taken from the pages as tested here: with DOCS_SCREENSHOTS=1 they
+    are written to docs/img/, otherwise only under test-artifacts/."""
+    import os
+
+    target = DOCS_IMG if os.environ.get("DOCS_SCREENSHOTS") == "1" else None
+    review_claim(case=world["case"], user=world["reader"])
+    shots = []
+    for role, url, name, full in (
+        (
+            "clinician",
+            reverse("diagnosis:case_detail", kwargs={"case_uuid": world["reviewed"].uuid}),
+            "case-page",
+            True,
+        ),
+        ("reader", reverse("review:queue"), "queue", True),
+        (
+            "reader",
+            reverse("review:case", kwargs={"case_uuid": world["case"].uuid}),
+            "review",
+            False,
+        ),
+    ):
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
+        sign_in(page, live_server.url, world[role].username, PASSWORD)
+        page.goto(f"{live_server.url}{url}")
+        if page.locator("#viewer").count():
+            page.wait_for_selector("#viewer[data-loaded='1']")
+            page.locator("#viewer").focus()
+            page.keyboard.press("c")
+            page.keyboard.press("m")
+            box = page.locator("#viewer-stage").bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=3)
+            page.mouse.up()
+        path = screenshots(page, name)
+        if target is not None:
+            page.screenshot(path=str(target / f"{name}.png"), full_page=full)
+        shots.append(path)
+        context.close()
+    assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)

@@ -132,7 +132,7 @@ def test_negative_heatmap_is_explained(clinician, client_for, card_version):
     text = _text(_detail(client_for(clinician), case))
     assert "The model did not flag this image" in text
     assert "it does not mark a fracture" in text
-    assert "high contribution to the fracture score" in text  # the colour legend
+    assert "colour scale above: how much each area raised the fracture score" in text  # legend
 
 
 def test_operating_point_reads_flat_and_nested_metrics(card_version):
