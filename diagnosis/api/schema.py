@@ -36,6 +36,7 @@ _WRITE_ERRORS = {
     "409": "The object is in a state that does not allow this.",
     "413": "The request body is too large.",
     "415": "Unsupported media type.",
+    "422": "Well-formed, but it cannot be processed as sent.",
 }
 #: Errors are JSON whatever the endpoint's success media type (a download's 404 too).
 ERROR_MEDIA_TYPE = "application/json"

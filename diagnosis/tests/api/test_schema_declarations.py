@@ -114,7 +114,8 @@ def test_response_headers_and_idempotency_key_limits_are_declared(schema):
 
 def test_error_responses_list_the_codes_of_their_status(schema):
     create = schema["paths"]["/api/v1/cases/"]["post"]["responses"]
-    for status in ("401", "409", "413"):
+    assert "`idempotency_key_reused`" in create["422"]["description"]
+    for status in ("401", "409", "413", "422"):
         for code in error_codes_for_status(int(status)):
             assert f"`{code}`" in create[status]["description"]
 
