@@ -75,10 +75,10 @@ class CaseCreateInputSerializer(serializers.Serializer):
         help_text="Pseudonymous patient reference (never a name): 1-64 letters, digits, . _ -",
     )
     body_part = serializers.ChoiceField(choices=BodyPart.choices)
-    clinical_question = serializers.CharField(
-        max_length=2000, required=False, allow_blank=True, default=""
-    )
-    urgent = serializers.BooleanField(required=False, default=False)
+    # Optional without a schema `default` (generated TypeScript types would make them required);
+    # the view supplies "" and False.
+    clinical_question = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    urgent = serializers.BooleanField(required=False)
     images = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True, use_url=False),
         min_length=1,

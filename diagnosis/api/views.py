@@ -251,12 +251,12 @@ class CaseViewSet(ApiViewSet):
             user=request.user,
             patient_ref=data.validated_data["patient_ref"],
             body_part=data.validated_data["body_part"],
-            clinical_question=data.validated_data["clinical_question"],
+            clinical_question=data.validated_data.get("clinical_question", ""),
             files=data.validated_data["images"],
             source=Case.Source.API,
             api_client=token.client if token is not None else None,
             idempotency_key=key,
-            urgent=data.validated_data["urgent"],
+            urgent=data.validated_data.get("urgent", False),
             request=request,  # the audit row's client address and token
         )
         replayed = not getattr(case, "was_created", True)

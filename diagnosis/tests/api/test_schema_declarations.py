@@ -163,3 +163,14 @@ def test_format_query_parameter_changes_nothing(clinician, issue_token, bearer, 
         response = api.get(url + query)
         assert response.status_code == 200, query
         assert response["Content-Type"] == "image/png"
+
+
+def test_optional_request_fields_carry_no_default(schema):
+    """A `default` makes generated TypeScript types require the field (openapi-typescript)."""
+    components = schema["components"]["schemas"]
+    for name in ("CaseCreateInputRequest", "ReadInputRequest"):
+        component = components[name]
+        for field, spec in component["properties"].items():
+            if field not in component.get("required", []):
+                assert "default" not in spec, (name, field)
+    assert set(components["ReadInputRequest"]["required"]) == {"image_id", "decision"}
