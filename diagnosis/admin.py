@@ -94,6 +94,14 @@ class PredictionAdmin(ReadOnlyAdmin):
     list_select_related = ("image", "model_version")
 
 
+@admin.register(models.ReviewDraft)
+class ReviewDraftAdmin(ReadOnlyAdmin):
+    """Work in progress of readers holding a claim (read-only: the review screen owns it)."""
+
+    list_display = ("pk", "case", "reviewer", "read_number", "updated_at")
+    list_select_related = ("case", "reviewer")
+
+
 @admin.register(models.Review)
 class ReviewAdmin(ReadOnlyAdmin):
     list_display = (
