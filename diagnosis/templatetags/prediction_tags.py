@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import template
@@ -69,3 +70,23 @@ def operating_point(value: str | None) -> str:
 def label_display(value: str | None) -> str:
     """A stored label value ('fractured' / 'not_fractured') -> its display name."""
     return str(Label(value).label) if value in Label.values else (value or "—")
+
+
+# An exception's class name or repr ("OperationalError(...)", "Prediction failed: TimeoutError: x").
+_TECHNICAL = re.compile(
+    r"\b[A-Z][A-Za-z]*(Error|Exception|Timeout|Interrupt)\b|Traceback|\w+\(['\"]"
+)
+PLAIN_FAILURE = (
+    "A technical fault stopped the model on this image (the details are in the server log); "
+    "retrying usually helps."
+)
+
+
+@register.filter
+def plain_reason(value: str | None) -> str:
+    """A failure reason in plain words: internal exception names and reprs become one sentence
+    (the full text stays in the log and the database); readable reasons pass through."""
+    text = (value or "").strip()
+    if not text:
+        return ""
+    return PLAIN_FAILURE if _TECHNICAL.search(text) else text

@@ -349,3 +349,25 @@ def test_new_case_form_has_no_preselected_body_part_and_marks_required_fields(
     assert "(required)" in label
     assert 'name="patient_ref"' in body
     assert re.search(r'<input[^>]+name="patient_ref"[^>]+required', body)
+
+
+@pytest.mark.parametrize(
+    ("raw", "plain"),
+    [
+        ("OperationalError('could not connect to server')", False),
+        ("Prediction failed: TimeoutError: read timed out", False),
+        ("The image could not be decoded: it is not a radiograph.", True),
+    ],
+)
+def test_failure_reasons_are_shown_in_plain_words(clinician, client_for, raw, plain):
+    case = factories.CaseFactory(created_by=clinician, status=Case.Status.FAILED, status_reason=raw)
+    image = factories.XrayImageFactory(case=case)
+    factories.PredictionFactory(
+        image=image, status="failed", probability=None, label="", labels={}, error=raw
+    )
+    text = _text(_detail(client_for(clinician), case))
+    if plain:
+        assert raw in text
+    else:
+        assert "Error" not in text.replace("form-error", "")
+        assert "A technical fault stopped the model on this image" in text
