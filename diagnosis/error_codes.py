@@ -61,6 +61,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ),
     ErrorCode("claimed_by_other", 409, "Another reviewer holds the claim."),
     ErrorCode("claim_required", 409, "Claim the case before submitting a read."),
+    ErrorCode(
+        "read_in_progress",
+        409,
+        "A reviewer is reading the case (active claim): it cannot be cancelled until the read "
+        "is saved or released.",
+    ),
     ErrorCode("no_active_model", 409, "No model version is active."),
     ErrorCode("no_previous_version", 409, "No earlier model version to roll back to."),
     ErrorCode("training_in_progress", 409, "A training run is already queued or running."),

@@ -14,7 +14,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script (CSP).
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # No OPTIONS metadata: the page renders through an HTML template that has none (405).
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api-schema", metadata_class=None),
+        name="api-docs",
+    ),
     path("api/v1/", include("diagnosis.api.urls")),
     path("tokens/", include("diagnosis.urls_tokens")),
     path("review/", include("diagnosis.urls_review")),

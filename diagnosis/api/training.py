@@ -53,6 +53,7 @@ class TrainingRunViewSet(ApiViewSet):
     pagination_class = CappedPageNumberPagination
     lookup_value_regex = r"[0-9]{1,12}"
     scopes = {"list": "admin", "retrieve": "admin", "create": "admin", "cancel": "admin"}
+    input_serializers = {"create": TrainingRunInputSerializer}
 
     def _run(self, pk: Any) -> TrainingRun:
         return training_run_get(run_id=int(pk))  # NotFoundError -> 404

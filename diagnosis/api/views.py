@@ -14,7 +14,7 @@ from typing import Any
 from django.http import FileResponse, HttpRequest, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
@@ -99,6 +99,17 @@ class ApiViewSet(viewsets.GenericViewSet):
     scopes: dict[str, str] = {}
     #: action -> throttle scope, when it differs from the action's scope.
     throttle_scopes: dict[str, str] = {}
+    #: action -> the serializer of its request body (OPTIONS describes it; default: no fields).
+    input_serializers: dict[str, type[serializers.Serializer]] = {}
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        """For OPTIONS: DRF's metadata asks for the serializer of each write method the route
+        allows (the views build their own serializers and never call this otherwise)."""
+        action = getattr(self, "action", None)
+        request = getattr(self, "request", None)
+        if action is None and request is not None:  # OPTIONS: which action would POST run?
+            action = (getattr(self, "action_map", None) or {}).get(request.method.lower())
+        return self.input_serializers.get(action or "", serializers.Serializer)
 
     def required_scope(self) -> str:
         return self.scopes.get(self.action or "", "read")
@@ -167,6 +178,7 @@ class CaseViewSet(ApiViewSet):
     pagination_class = CappedPageNumberPagination
     scopes = {"create": "write", "cancel": "write"}
     throttle_scopes = {"create": "uploads"}
+    input_serializers = {"create": s.CaseCreateInputSerializer}
 
     def _current_action(self) -> str | None:
         # Parsers and renderers are chosen before DRF sets `self.action`.
@@ -421,6 +433,7 @@ class ReviewCaseViewSet(ApiViewSet):
     lookup_field = "uuid"
     lookup_value_regex = UUID_REGEX
     scopes = {"claim": "review", "release": "review", "reads": "review"}
+    input_serializers = {"reads": s.ReviewSubmitInputSerializer}
 
     def _case(self, uuid: str) -> Case:
         try:

@@ -29,6 +29,7 @@ from django.utils.http import urlencode
 
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import BodyPart, Case, Label, Prediction, Review, ReviewDraft, XrayImage
+from diagnosis.selectors.params import query_id
 from diagnosis.selectors.reads import reader_display_name, reads_visible
 
 STAGE_FIRST = Review.Read.FIRST
@@ -127,9 +128,7 @@ class QueueFilters:
         return cls(
             body_part=body_part if body_part in BodyPart.values else None,
             status=status if status in QUEUE_STATUSES else None,
-            model_version=int(model_version)
-            if model_version and str(model_version).isdigit()
-            else None,
+            model_version=query_id(model_version),
             stage=int(stage) if stage in {"1", "2", "3"} else None,
         )
 

@@ -38,6 +38,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from diagnosis.exceptions import (
+    ConflictError,
     InvalidStateError,
     InvalidUploadError,
     NotFoundError,
@@ -46,6 +47,7 @@ from diagnosis.exceptions import (
 from diagnosis.imaging import CanonicalImage, file_too_large_error, names, validate_upload
 from diagnosis.models import ApiClient, Case, XrayImage
 from diagnosis.selectors.cases import case_list
+from diagnosis.selectors.reviews import claim_is_active
 from diagnosis.services.audit import audit_record
 from diagnosis.services.case_progress import CANCELLABLE, case_move
 from diagnosis.services.predictions import case_request_predictions
@@ -53,6 +55,10 @@ from diagnosis.services.predictions import case_request_predictions
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 128
+
+
+class ReadInProgressError(ConflictError):
+    code = "read_in_progress"
 
 
 @dataclass(frozen=True)
@@ -312,7 +318,8 @@ def case_cancel(*, case: Case, user: AbstractBaseUser, request: HttpRequest | No
     only supplies the client address and API token for the audit row.
 
     Raises NotFoundError if the user may not see the case, PermissionDeniedError if they see it
-    but did not create it, InvalidStateError if it is already reviewed or cancelled.
+    but did not create it, InvalidStateError if it is already reviewed or cancelled,
+    ReadInProgressError (409) while a reader's claim on it is active.
     """
     if not case_list(user=user).filter(pk=case.pk).exists():
         raise NotFoundError("Case not found.")
@@ -322,6 +329,14 @@ def case_cancel(*, case: Case, user: AbstractBaseUser, request: HttpRequest | No
     if locked.status not in CANCELLABLE:
         raise InvalidStateError(
             f"A {locked.get_status_display().lower()} case cannot be cancelled."
+        )
+    if claim_is_active(locked):
+        # The rule: a read in progress is never thrown away. The reader's claim (renewed while
+        # the review screen is in use) blocks the cancel until the read is saved or released.
+        raise ReadInProgressError(
+            f"{locked.claimed_by.get_username()} is reading this case; it can be cancelled "
+            "once the read is saved or released.",
+            claim_expires_at=locked.claim_expires_at.isoformat(),
         )
     moved = case_move(locked, Case.Status.CANCELLED, reason="Cancelled by the submitter.")
     locked.claimed_by = None

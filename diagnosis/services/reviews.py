@@ -193,9 +193,13 @@ def _case_lock(case_id: int) -> Case:
 def check_may_read(*, case: Case, user: AbstractBaseUser, stage: int | None) -> int:
     """The read `stage` if this user may do it on this case; raises otherwise (does not lock)."""
     if stage is None:
-        raise InvalidStateError(
-            "This case is not waiting for a read.", status=case.status, case=str(case.uuid)
+        message = (
+            "This case was cancelled by its submitter: there is nothing left to read, and a "
+            "read was not saved."
+            if case.status == Case.Status.CANCELLED
+            else "This case is not waiting for a read."
         )
+        raise InvalidStateError(message, status=case.status, case=str(case.uuid))
     if stage not in user_stages(user):
         if stage == STAGE_ADJUDICATION:
             raise NotYourReadError("Adjudication needs the adjudicate permission.")

@@ -11,10 +11,15 @@ from django.shortcuts import redirect, render
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST, require_safe
 
-from diagnosis.exceptions import InvalidStateError, NotFoundError, PermissionDeniedError
+from diagnosis.exceptions import (
+    ConflictError,
+    InvalidStateError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from diagnosis.models import BodyPart, Case
 from diagnosis.selectors.cases import case_get, case_list
-from diagnosis.selectors.reviews import review_queue_rows
+from diagnosis.selectors.reviews import claim_is_active, review_queue_rows
 from diagnosis.services.audit import audit_record
 from diagnosis.services.case_progress import CANCELLABLE
 from diagnosis.services.cases import case_cancel
@@ -32,7 +37,8 @@ def case_list_view(request: HttpRequest) -> HttpResponse:
     body_part = request.GET.get("body_part") or None
     if body_part not in BodyPart.values:
         body_part = None
-    patient_ref = (request.GET.get("q") or "").strip()[:_PATIENT_REF_MAX]
+    # NUL cannot be searched for (PostgreSQL refuses it in a string) and is in no reference.
+    patient_ref = (request.GET.get("q") or "").replace("\x00", "").strip()[:_PATIENT_REF_MAX]
     cases = case_list(
         user=request.user, status=status, body_part=body_part, patient_ref=patient_ref
     )
@@ -77,8 +83,10 @@ def case_detail_view(request: HttpRequest, case_uuid: str) -> HttpResponse:
     except NotFoundError as exc:
         raise Http404("Case not found") from exc
     audit_record(action="case.view", request=request, obj=case)
-    can_cancel = case.status in CANCELLABLE and (
-        case.created_by_id == request.user.pk or request.user.is_staff
+    can_cancel = (
+        case.status in CANCELLABLE
+        and (case.created_by_id == request.user.pk or request.user.is_staff)
+        and not claim_is_active(case)
     )
     return render(request, "diagnosis/case_detail.html", {"case": case, "can_cancel": can_cancel})
 
@@ -93,7 +101,7 @@ def case_cancel_view(request: HttpRequest, case_uuid: str) -> HttpResponse:
         raise Http404("Case not found") from exc
     except PermissionDeniedError as exc:
         raise PermissionDenied(exc.message) from exc
-    except InvalidStateError as exc:
+    except (InvalidStateError, ConflictError) as exc:  # reviewed, cancelled, or being read
         messages.error(request, exc.message)
     else:
         messages.success(request, "The case was cancelled.")

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from diagnosis.exceptions import DomainError, NotFoundError
 from diagnosis.models import Case
 from diagnosis.selectors.cases import case_get
+from diagnosis.selectors.params import query_id
 from diagnosis.selectors.predictions import case_results, prediction_get_for_image
 from diagnosis.services.audit import audit_record
 from diagnosis.services.prediction_files import prediction_overlay_name
@@ -78,14 +79,12 @@ def heatmap_file_view(request: HttpRequest, case_uuid: str, pk: int) -> FileResp
     if kind not in ("heatmap", "overlay"):
         raise Http404("Unknown heat-map kind")
     requested = request.GET.get("p", "")
-    if requested and not requested.isdigit():
+    prediction_id = query_id(requested)
+    if requested and prediction_id is None:
         raise Http404("Unknown prediction")
     try:
         case, prediction = prediction_get_for_image(
-            user=request.user,
-            case_uuid=case_uuid,
-            image_pk=pk,
-            prediction_id=int(requested) if requested else None,
+            user=request.user, case_uuid=case_uuid, image_pk=pk, prediction_id=prediction_id
         )
     except NotFoundError as exc:
         raise Http404("Heat-map not found") from exc

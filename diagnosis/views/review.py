@@ -24,7 +24,6 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST, require_safe
 
 from diagnosis.exceptions import (
-    ConflictError,
     DomainError,
     InvalidStateError,
     NotFoundError,
@@ -272,7 +271,7 @@ def claim_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
     case = _get_case(request, case_uuid)
     try:
         review_claim(case=case, user=request.user, request=request)
-    except (ConflictError, PermissionDeniedError) as exc:
+    except DomainError as exc:  # claimed by another (409), not this user's read (403), no read due
         return _error_page(request, exc, case=case)
     return redirect("review:case", case_uuid=case.uuid)
 
@@ -292,7 +291,7 @@ def claim_renew_view(request: HttpRequest, case_uuid: Any) -> JsonResponse:
         return JsonResponse({"code": error.code, "message": error.message}, status=409)
     try:
         case = review_claim(case=case, user=request.user, request=request)
-    except (ConflictError, PermissionDeniedError) as exc:
+    except DomainError as exc:
         return JsonResponse({"code": exc.code, "message": exc.message}, status=exc.status_code)
     return JsonResponse({"claim_expires_at": case.claim_expires_at.isoformat()})
 
@@ -316,7 +315,7 @@ def release_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
     case = _get_case(request, case_uuid)
     try:
         review_release(case=case, user=request.user, request=request)
-    except ConflictError as exc:
+    except DomainError as exc:
         return _error_page(request, exc, case=case)
     messages.info(request, "Case released back to the queue.")
     return redirect("review:queue")
@@ -497,7 +496,9 @@ def submit_view(request: HttpRequest, case_uuid: Any) -> HttpResponse:
         context = _screen_context(request, case, case_review_stage(case))
         context["posted"] = request.POST
         return render(request, "review/case.html", context, status=400)
-    except (ConflictError, PermissionDeniedError) as exc:
+    except DomainError as exc:
+        # Claimed by another reader, not this user's read, or the case left the workflow (e.g.
+        # cancelled after the claim lapsed): the refusal page says which, with its status.
         return _error_page(request, exc, case=case)
     outcome = {
         Case.Status.REVIEWED: "Read saved: the case is reviewed.",
