@@ -1,13 +1,15 @@
 """Site-wide middleware: the trusted proxy's X-Forwarded-Proto, security headers Django 5.2 does
-not set (CSP, no-store on everything not cached on purpose), and the session timeouts."""
+not set (CSP, no-store on everything not cached on purpose), the one request-size limit, and the
+session timeouts."""
 
 import ipaddress
 from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth import logout
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -72,6 +74,42 @@ class SecurityHeadersMiddleware:
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
         return response
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.headers.get("X-Requested-With") == "XMLHttpRequest" or (
+        "application/json" in request.headers.get("Accept", "")
+    )
+
+
+class RequestSizeLimitMiddleware:
+    """The one request-size limit (settings.DATA_UPLOAD_MAX_MEMORY_SIZE, env
+    UPLOAD_MAX_REQUEST_BYTES) for every path, files included, refused from the Content-Length
+    header before anything reads the body (Django's own check skips file parts, so without this
+    the API took any number of files up to the per-file limit each). A body without a
+    Content-Length is never read by Django at all. Answered 413 `request_too_large` in the path's
+    error format: the API's `{code, message, extra}`, the pages' JSON for script requests, a page
+    otherwise. Before the session and CSRF middleware, which may read a form body."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is None or length <= limit:
+            return self.get_response(request)
+        message = f"The request is larger than {filesizeformat(limit)} in total."
+        if request.path.startswith("/api/"):
+            body = {"code": "request_too_large", "message": message, "extra": {"limit": limit}}
+            return JsonResponse(body, status=413)
+        if _wants_json(request):
+            body = {"code": "request_too_large", "message": message, "limit": limit}
+            return JsonResponse(body, status=413)
+        return render(request, "request_too_large.html", {"message": message}, status=413)
 
 
 class SessionTimeoutMiddleware:

@@ -27,7 +27,6 @@ from django.http import (
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_exempt
@@ -69,19 +68,8 @@ def _error(
 
 
 def _parse_body(request: HttpRequest) -> HttpResponse | None:
-    """Parse the multipart body under our own limits; an error response, or None if parsed."""
-    try:
-        content_length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        content_length = 0
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if limit is not None and content_length > limit:
-        return _error(
-            request,
-            code="request_too_large",
-            message=f"The upload is larger than {filesizeformat(limit)} in total.",
-            status=413,
-        )
+    """Parse the multipart body under our own limits; an error response, or None if parsed.
+    (A body over the request-size limit never gets here: RequestSizeLimitMiddleware refuses it.)"""
     try:
         request.POST  # noqa: B018  (parses the body, files included)
         request.FILES  # noqa: B018
