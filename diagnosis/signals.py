@@ -3,7 +3,9 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.core.signals import request_started
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django.http import HttpRequest
@@ -11,6 +13,7 @@ from django.utils import timezone
 
 from diagnosis.models import AuditEvent
 from diagnosis.services.audit import audit_record
+from diagnosis.services.sweeper import sweeper_embedded_start
 
 # Read by fracture_portal.middleware.SessionTimeoutMiddleware (absolute session timeout).
 LOGIN_AT_KEY = "login_at"
@@ -56,3 +59,11 @@ def _sync_roles_after_migrate(sender: Any, app_config: AppConfig, **kwargs: Any)
     from diagnosis.services.accounts import roles_sync
 
     roles_sync()
+
+
+@receiver(request_started)
+def _start_embedded_sweeper(sender: Any, **kwargs: Any) -> None:
+    """Embedded mode only (settings.EMBEDDED_SWEEPER): the server's first request starts the
+    sweeper thread, and later requests stop asking."""
+    if sweeper_embedded_start() or not settings.EMBEDDED_SWEEPER:
+        request_started.disconnect(_start_embedded_sweeper)

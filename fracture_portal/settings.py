@@ -91,6 +91,17 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Embedded mode: SQLite builds covering indexes without their INCLUDE columns (same results).
     SILENCED_SYSTEM_CHECKS = ["models.W040"]
+    # Concurrent uploads in runserver's threads: write-ahead log (readers never block the writer),
+    # write transactions that take the write lock when they begin (a deferred one that reads
+    # first cannot upgrade while another writes: "database is locked" at once, whatever the
+    # timeout), and a busy timeout for the writers to queue behind each other.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env.int("SQLITE_BUSY_TIMEOUT_SECONDS", default=30),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (login throttling and API throttles need a shared cache in production) ----------------
@@ -388,10 +399,14 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=60)
+# Embedded mode (no broker, so no beat): the web process runs the sweeper in a thread of its own,
+# started by its first request.
+EMBEDDED_SWEEPER = CELERY_TASK_ALWAYS_EAGER and env.bool("EMBEDDED_SWEEPER", default=True)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-stuck-cases": {
         "task": "diagnosis.tasks.case_sweep_stuck",
-        "schedule": timedelta(seconds=env.int("SWEEP_INTERVAL_SECONDS", default=60)),
+        "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
     },
     # Light check on the default queue: fails stale training runs, starts one when enough new reviews.
     "retrain-schedule-check": {

@@ -26,3 +26,5 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 LOGIN_FAILURE_LIMIT = 50
 LOGIN_IP_FAILURE_LIMIT = 200
 LOGIN_USER_FAILURE_LIMIT = 500
+# Tests that switch tasks to in-process must not start the embedded sweeper thread.
+EMBEDDED_SWEEPER = False

@@ -9,6 +9,9 @@ moves the cases on (`case_progress`: `queued -> predicting -> predicted | failed
 Exclusion: a worker holds a PostgreSQL session advisory lock per prediction while it works on it.
 A second delivery of the same work (a drained prediction's own message, a redelivery while the
 first worker is alive) skips locked rows; a killed worker's connection drops and its locks with it.
+The embedded mode (SQLite, tasks in the web process's request threads) holds the same locks in
+process memory: concurrent uploads drain each other's predictions, and without them two threads
+would run the same image.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -49,10 +53,18 @@ logger = logging.getLogger(__name__)
 _LOCK_NAMESPACE = 0x46505052  # "FPPR": the advisory-lock key space of predictions
 
 
+# Embedded mode: one process, tasks run in its threads; these stand in for the advisory locks.
+_process_locks: set[int] = set()
+_process_locks_guard = threading.Lock()
+
+
 def _try_lock_many(candidate_ids: Sequence[int]) -> list[int]:
     """Advisory-lock every candidate nobody else holds (one statement); returns those held."""
     if connection.vendor != "postgresql":
-        return list(candidate_ids)  # embedded SQLite: one process, tasks run in-process
+        with _process_locks_guard:
+            held = [pk for pk in candidate_ids if pk not in _process_locks]
+            _process_locks.update(held)
+        return held
     if not candidate_ids:
         return []
     with connection.cursor() as cursor:
@@ -65,7 +77,11 @@ def _try_lock_many(candidate_ids: Sequence[int]) -> list[int]:
 
 
 def _unlock(prediction_ids: Sequence[int]) -> None:
-    if connection.vendor != "postgresql" or not prediction_ids:
+    if connection.vendor != "postgresql":
+        with _process_locks_guard:
+            _process_locks.difference_update(prediction_ids)
+        return
+    if not prediction_ids:
         return
     with connection.cursor() as cursor:
         cursor.execute(

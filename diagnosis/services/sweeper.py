@@ -1,12 +1,16 @@
-"""The sweeper: re-dispatches prediction work that should have happened by now (run periodically)."""
+"""The sweeper: re-dispatches prediction work that should have happened by now (run periodically:
+by beat in the full stack, by a thread of the web process in the embedded mode)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -54,3 +58,38 @@ def case_sweep_stuck(*, now: Any = None) -> dict[str, int]:
     if any(counts.values()):
         logger.info("sweeper re-dispatched stuck work", extra=counts)
     return counts
+
+
+# --- Embedded mode: no broker, no beat -------------------------------------------------------------
+
+_embedded_thread: threading.Thread | None = None
+_embedded_guard = threading.Lock()
+
+
+def sweeper_embedded_start() -> bool:
+    """Start the sweeper thread of an embedded-mode process (settings.EMBEDDED_SWEEPER), once;
+    True if this call started it. Called by the process's first request, so `manage.py` commands
+    other than the server never start it."""
+    global _embedded_thread
+    if not settings.EMBEDDED_SWEEPER:
+        return False
+    with _embedded_guard:
+        if _embedded_thread is not None:
+            return False
+        _embedded_thread = threading.Thread(
+            target=_embedded_loop, name="embedded-sweeper", daemon=True
+        )
+        _embedded_thread.start()
+    logger.info("embedded sweeper started", extra={"interval_s": settings.SWEEP_INTERVAL_SECONDS})
+    return True
+
+
+def _embedded_loop() -> None:
+    while True:
+        time.sleep(max(1, settings.SWEEP_INTERVAL_SECONDS))
+        try:
+            case_sweep_stuck()  # in-process: re-dispatched work runs in this thread
+        except Exception:  # a boundary: log, and sweep again next time
+            logger.exception("embedded sweep failed; retried at the next interval")
+        finally:
+            connection.close()
