@@ -78,6 +78,11 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("throttled", 429, "Too many requests: wait `Retry-After` seconds."),
     ErrorCode("server_error", 500, "An unexpected error on the server (logged); try again."),
     ErrorCode("inference_unavailable", 503, "Inference is temporarily unavailable."),
+    ErrorCode(
+        "service_unavailable",
+        503,
+        "Redis (cache or queue) is briefly unreachable; retry after `Retry-After` seconds.",
+    ),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import (
@@ -13,12 +14,35 @@ from django.core.exceptions import (
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
 from diagnosis.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
+
+# Redis (the cache, or the broker) unreachable in a place that does not absorb it: the client is
+# told to retry, in the API's format, rather than getting Django's HTML "Server Error (500)".
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisError, BrokerOperationalError)
+RETRY_AFTER_SECONDS = 30
+
+
+def _outage(exc: BaseException, context: dict[str, Any]) -> Response:
+    view = context.get("view")
+    logger.warning(
+        "api: backing service unavailable",
+        extra={"error": type(exc).__name__, "view": type(view).__name__ if view else ""},
+    )
+    body = {
+        "code": "service_unavailable",
+        "message": "A backing service is briefly unavailable; retry in a moment.",
+        "extra": {"retry_after_seconds": RETRY_AFTER_SECONDS},
+    }
+    return Response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _suspicious(exc: SuspiciousOperation) -> Response:
@@ -35,6 +59,8 @@ def _suspicious(exc: SuspiciousOperation) -> Response:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, OUTAGE_ERRORS):
+        return _outage(exc, context)
     if isinstance(exc, SuspiciousOperation):
         return _suspicious(exc)
     if isinstance(exc, DjangoValidationError):

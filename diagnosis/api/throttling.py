@@ -10,20 +10,29 @@ With Redis the count is one round trip: a server-side script increments the coun
 its expiry on the first count. Through Django's cache API it was two (`incr` asks EXISTS first)
 and 0.59 ms of CPU per request, mostly building a redis client per call; with the script on a
 client kept per cache instance it is 0.09 ms.
+
+The cache is a database of the broker's Redis. While it is unreachable the throttle lets requests
+through (logged once a minute): an upload is accepted and queued as the web form's is, never a
+500 (tests/integration/test_redis_outage.py).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 from redis.commands.core import Script
+from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle
 
 from diagnosis.api.permissions import request_token
+
+logger = logging.getLogger(__name__)
 
 # Atomic: INCR, and the first count of a window gives the key its time to live.
 _COUNT_SCRIPT = """
@@ -44,6 +53,20 @@ def _count_script(cache: RedisCache) -> Script:
     return script
 
 
+_outage_logged_at = 0.0
+
+
+def _log_outage(scope: str) -> None:
+    """One warning per minute and process while the cache is unreachable, not one per request."""
+    global _outage_logged_at
+    now = time.monotonic()
+    if now - _outage_logged_at >= 60:
+        _outage_logged_at = now
+        logger.warning(
+            "throttle: cache unreachable, requests not throttled", extra={"scope": scope}
+        )
+
+
 class TokenScopeRateThrottle(ScopedRateThrottle):
     def allow_request(self, request: Request, view: Any) -> bool:
         self.scope = view.throttle_scope_for_action()
@@ -54,8 +77,15 @@ class TokenScopeRateThrottle(ScopedRateThrottle):
         now = self.timer()
         window = int(now // self.duration)
         key = f"{self.get_cache_key(request, view)}:{window}"
-        count = self._count(key, ttl=self.duration + 1)
         self.wait_seconds = self.duration - (now % self.duration)
+        try:
+            count = self._count(key, ttl=self.duration + 1)
+        except (RedisError, OSError):
+            # The cache is the broker's Redis: while it is down, requests go through unthrottled
+            # (throttling limits load; uploads are accepted and queued for the sweeper) rather
+            # than failing with a 500.
+            _log_outage(self.scope)
+            return True
         return count <= self.num_requests
 
     def _count(self, key: str, *, ttl: int) -> int:

@@ -13,6 +13,7 @@ pairs; `review_statistics` only gathers the pairs.
 
 from __future__ import annotations
 
+import contextlib
 import uuid as uuid_lib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -26,6 +27,7 @@ from django.core.cache import cache
 from django.db.models import Count, Exists, FilteredRelation, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 from django.utils.http import urlencode
+from redis.exceptions import RedisError
 
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import BodyPart, Case, Label, Prediction, Review, ReviewDraft, XrayImage
@@ -264,11 +266,12 @@ def review_queue_counts(
     ttl = settings.REVIEW_QUEUE_COUNTS_CACHE_SECONDS if cached else 0
     key = ""
     if ttl > 0:
-        generation = cache.get(_counts_generation_key(user.pk), 0)
-        key = (
-            f"review:counts:{user.pk}:{generation}:{urlencode(sorted(filters.as_params().items()))}"
-        )
-        hit = cache.get(key)
+        try:
+            generation = cache.get(_counts_generation_key(user.pk), 0)
+            key = f"review:counts:{user.pk}:{generation}:{urlencode(sorted(filters.as_params().items()))}"
+            hit = cache.get(key)
+        except (RedisError, OSError):  # the cache is down: count without it
+            key, hit = "", None
         if hit is not None:
             return hit
     now = now or timezone.now()
@@ -282,7 +285,8 @@ def review_queue_counts(
     )
     result = {k: int(v or 0) for k, v in counts.items()}
     if key:
-        cache.set(key, result, ttl)
+        with contextlib.suppress(RedisError, OSError):
+            cache.set(key, result, ttl)
     return result
 
 
@@ -297,6 +301,8 @@ def review_queue_counts_forget(*, user_pk: int) -> None:
         cache.incr(key)
     except ValueError:
         cache.set(key, 1, None)
+    except (RedisError, OSError):  # the cache is down: nothing cached to drop (runs after commit)
+        pass
 
 
 def review_claims_held(*, user: User, now: datetime | None = None) -> QuerySet[Case]:

@@ -25,10 +25,13 @@ def case_sweep_stuck(*, now: Any = None) -> dict[str, int]:
     """Re-dispatch work that should have happened by now (idempotent; safe to run anywhere):
     `received` cases once a model is active, `queued` cases whose messages were never sent or were
     lost, and `predicting` cases whose predictions went stale (pending, or running without a
-    result) beyond settings.STUCK_CASE_SECONDS. Each case is touched at most once per that bound."""
+    result) beyond settings.STUCK_CASE_SECONDS. Each case is touched at most once per that bound,
+    once its work was sent: with the broker down the sweep stops at the first failed publish and
+    leaves that case and the rest untouched, so the next sweep retries them (`deferred` counts
+    them)."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.STUCK_CASE_SECONDS)
-    counts = {"requested": 0, "redispatched": 0, "predictions": 0}
+    counts = {"requested": 0, "redispatched": 0, "predictions": 0, "deferred": 0}
     if model_version_get_active() is not None:
         waiting = Case.objects.filter(
             status=Case.Status.RECEIVED, created_at__lt=cutoff, updated_at__lt=cutoff
@@ -39,7 +42,8 @@ def case_sweep_stuck(*, now: Any = None) -> dict[str, int]:
     stuck = Case.objects.filter(
         Q(status=Case.Status.QUEUED) | Q(status=Case.Status.PREDICTING), updated_at__lt=cutoff
     ).values_list("pk", flat=True)
-    for case_id in list(stuck[:500]):
+    stuck_ids = list(stuck[:500])
+    for n, case_id in enumerate(stuck_ids):
         stale = list(
             Prediction.objects.filter(image__case_id=case_id)
             .filter(
@@ -49,10 +53,14 @@ def case_sweep_stuck(*, now: Any = None) -> dict[str, int]:
             .order_by("pk")
             .values_list("pk", flat=True)
         )
+        if stale and not predictions_dispatch(prediction_ids=stale, case_id=case_id):
+            # The broker is down: this case and the rest stay untouched (not marked swept), so
+            # the next sweep tries them again at once instead of a whole bound later.
+            counts["deferred"] = len(stuck_ids) - n
+            logger.warning("sweep deferred: broker unavailable", extra=counts)
+            break
         Case.objects.filter(pk=case_id).update(updated_at=now)
-        if not stale:
-            continue
-        if predictions_dispatch(prediction_ids=stale, case_id=case_id):
+        if stale:
             counts["redispatched"] += 1
             counts["predictions"] += len(stale)
     if any(counts.values()):

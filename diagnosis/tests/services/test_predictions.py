@@ -484,7 +484,7 @@ def test_sweeper_redispatches_stuck_work_once_per_bound(
     sent = sorted(c.kwargs["args"][0] for c in apply_async.call_args_list)
     waiting_ids = list(Prediction.objects.filter(image__case=waiting).values_list("pk", flat=True))
     assert sent == sorted([stuck_ids, stale_ids, waiting_ids])
-    assert counts == {"requested": 1, "redispatched": 2, "predictions": 3}
+    assert counts == {"requested": 1, "redispatched": 2, "predictions": 3, "deferred": 0}
     waiting.refresh_from_db()
     assert waiting.status == Case.Status.QUEUED
 
@@ -504,6 +504,29 @@ def test_sweeper_with_broker_down_counts_nothing_and_retries_later(
         assert sweeper.case_sweep_stuck()["redispatched"] == 0
     case.refresh_from_db()
     assert case.status == Case.Status.QUEUED
+
+
+def test_sweep_during_a_broker_outage_is_retried_by_the_next_sweep(
+    active_version, django_capture_on_commit_callbacks, settings
+):
+    """Issue 12, point 2: a sweep that falls inside the outage must not mark its cases swept
+    (that postponed them a whole STUCK_CASE_SECONDS); the next sweep sends them."""
+    settings.STUCK_CASE_SECONDS = 60
+    cases = [make_case(1) for _ in range(3)]
+    for case in cases:
+        request(case, django_capture_on_commit_callbacks)
+        _age(case, 300)
+    before = {c.pk: c.updated_at for c in Case.objects.filter(pk__in=[c.pk for c in cases])}
+    with mock.patch(DISPATCH, side_effect=BrokerOperationalError("down")) as apply_async:
+        counts = sweeper.case_sweep_stuck()
+    assert apply_async.call_count == 1  # stops at the first failed publish: the broker is down
+    assert counts["deferred"] == 3
+    after = {c.pk: c.updated_at for c in Case.objects.filter(pk__in=[c.pk for c in cases])}
+    assert after == before
+    with mock.patch(DISPATCH) as apply_async:  # the broker is back: the next sweep sends all
+        counts = sweeper.case_sweep_stuck()
+    assert counts["redispatched"] == 3
+    assert counts["deferred"] == 0
 
 
 # --- registry -----------------------------------------------------------------------------------------------
