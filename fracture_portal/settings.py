@@ -385,6 +385,8 @@ INFERENCE_MODEL_BATCH = env.int("INFERENCE_MODEL_BATCH", default=0)
 INFERENCE_PRELOAD = env.bool("INFERENCE_PRELOAD", default=True)  # warm the model per worker child
 # Fault tests only: a file path; predictions pause until it exists (see docs/operations.md).
 INFERENCE_TEST_BARRIER = env.str("INFERENCE_TEST_BARRIER", default="")
+# Fault tests only: uploads pause after staging their files, before the commit, until it exists.
+UPLOAD_TEST_BARRIER = env.str("UPLOAD_TEST_BARRIER", default="")
 # A child that warms up TensorFlow and the model needs more than Celery's default 4 s to report up.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", default=120.0)
 _longest_task = max(CELERY_TASK_TIME_LIMIT, CELERY_TRAINING_TIME_LIMIT, INFERENCE_TIME_LIMIT)
@@ -400,6 +402,9 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=60)
+MEDIA_RECONCILE_INTERVAL_SECONDS = env.int("MEDIA_RECONCILE_INTERVAL_SECONDS", default=3600)
+# A file without a row is an orphan only once older than this (younger ones may be in flight).
+MEDIA_RECONCILE_GRACE_SECONDS = env.int("MEDIA_RECONCILE_GRACE_SECONDS", default=3600)
 # Embedded mode (no broker, so no beat): the web process runs the sweeper in a thread of its own,
 # started by its first request.
 EMBEDDED_SWEEPER = CELERY_TASK_ALWAYS_EAGER and env.bool("EMBEDDED_SWEEPER", default=True)
@@ -407,6 +412,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-stuck-cases": {
         "task": "diagnosis.tasks.case_sweep_stuck",
         "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
+    },
+    # Media files without rows (a process killed mid-upload) removed, rows without files flagged.
+    "media-reconcile": {
+        "task": "diagnosis.tasks.media_reconcile",
+        "schedule": timedelta(seconds=MEDIA_RECONCILE_INTERVAL_SECONDS),
     },
     # Light check on the default queue: fails stale training runs, starts one when enough new reviews.
     "retrain-schedule-check": {

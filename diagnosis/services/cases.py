@@ -7,8 +7,11 @@
   A bad file raises `InvalidUploadError` whose `code`/`message`/`status_code` are those of the
   first bad file and whose `extra["files"]` lists every bad file as `{index, name, code, message}`.
 - **One transaction.** The Case (status `received`) and its XrayImages are created together;
-  canonical PNGs are written under generated names and deleted again if the transaction fails.
-  The prediction request runs on commit, so a worker never sees an uncommitted case.
+  canonical PNGs are written under `staging/` and moved to their generated names only after the
+  commit (`services.media`), so a process killed mid-upload leaves no file under `images/`
+  without its row; they are deleted again if the transaction fails, and `media_reconcile` removes
+  what a killed process left in staging. The prediction request runs on commit (after the files
+  are published), so a worker never sees an uncommitted case or a missing file.
 - **Idempotency-Key.** With a non-empty `idempotency_key`, a second call by the same user with the
   same key returns the case created by the first call, unchanged (its files are not validated
   or stored again, whatever they are). This holds under concurrency: the database's unique
@@ -31,8 +34,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -50,6 +51,8 @@ from diagnosis.selectors.cases import case_list
 from diagnosis.selectors.reviews import claim_is_active
 from diagnosis.services.audit import audit_record
 from diagnosis.services.case_progress import CANCELLABLE, case_move
+from diagnosis.services.fault_barrier import fault_barrier
+from diagnosis.services.media import media_delete, media_publish, media_stage
 from diagnosis.services.predictions import case_request_predictions
 
 logger = logging.getLogger(__name__)
@@ -128,7 +131,7 @@ def case_create(
     try:
         case = _case_store(case=case, canonical=canonical, written=written, request=request)
     except IntegrityError:
-        _delete_files(written)
+        media_delete(written)
         if idempotency_key:
             existing = _case_for_key(user=user, idempotency_key=idempotency_key)
             if existing is not None:
@@ -136,7 +139,7 @@ def case_create(
                 return _replayed(existing, request=replay)
         raise
     except BaseException:
-        _delete_files(written)
+        media_delete(written)
         raise
     case.was_created = True
     logger.info(
@@ -168,17 +171,17 @@ def _case_store(
             source_bit_depth=image.bit_depth,
             dicom_metadata=image.dicom_metadata,
         )
-        row.file.save(names.generated_name("png"), ContentFile(image.png_bytes), save=False)
-        written.append(row.file.name)
+        row.file.name = _stage(row.file, names.generated_name("png"), image.png_bytes, written)
         if image.original_bytes is not None:
-            row.original_file.save(
+            row.original_file.name = _stage(
+                row.original_file,
                 names.generated_name(image.original_extension),
-                ContentFile(image.original_bytes),
-                save=False,
+                image.original_bytes,
+                written,
             )
-            written.append(row.original_file.name)
         row.full_clean(exclude=["case"], validate_unique=False, validate_constraints=False)
         row.save()
+    fault_barrier(settings.UPLOAD_TEST_BARRIER, str(len(written)))
     audit_record(
         action="case.create",
         actor=case.created_by,
@@ -186,10 +189,22 @@ def _case_store(
         obj=case,
         images=len(canonical),
     )
+    # The files become visible under their names only once the rows are committed (before the
+    # predictions are requested: an in-process task reads them at once).
+    staged = list(written)
+    transaction.on_commit(lambda: media_publish(staged))
     # robust: a broker outage after commit must not turn the upload into a 500 (the sweeper
     # re-enqueues cases left in `received`/`queued`).
     transaction.on_commit(lambda: case_request_predictions(case=case), robust=True)
     return case
+
+
+def _stage(field_file: Any, filename: str, data: bytes, written: list[str]) -> str:
+    """Write `data` under staging/ (published to the returned final name after commit); the staged
+    name goes into `written` for cleanup."""
+    final = field_file.field.generate_filename(field_file.instance, filename)
+    written.append(media_stage(final, data))
+    return final
 
 
 def _check_free_text(question: str) -> None:
@@ -302,14 +317,6 @@ def _replayed(existing: Case, *, request: _ReplayRequest) -> Case:
         )
     existing.was_created = False
     return existing
-
-
-def _delete_files(names_written: list[str]) -> None:
-    for name in names_written:
-        try:
-            default_storage.delete(name)
-        except OSError:
-            logger.warning("could not delete orphan upload", extra={"storage_name": name})
 
 
 @transaction.atomic

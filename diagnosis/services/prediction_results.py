@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -41,6 +39,7 @@ from diagnosis.models import Label, ModelVersion, Prediction, XrayImage
 from diagnosis.selectors.models import model_version_get_active
 from diagnosis.services.bulk import rows_update
 from diagnosis.services.case_progress import case_advance, cases_advance, cases_start_predicting
+from diagnosis.services.fault_barrier import fault_barrier
 from diagnosis.services.prediction_files import (
     heatmap_names,
     prediction_file_store,
@@ -173,16 +172,9 @@ def _claim(*, held: Sequence[int], own_ids: set[int]) -> list[_Claimed]:
 
 
 def _test_barrier(prediction_ids: Sequence[int]) -> None:
-    """Fault tests only (settings.INFERENCE_TEST_BARRIER, empty in production): announce
-    '<pid> <ids>' in '<barrier>.reached' and wait until the file '<barrier>' exists, so a test can
-    kill this worker child while it is provably mid-prediction."""
-    barrier = settings.INFERENCE_TEST_BARRIER
-    if not barrier:
-        return
-    Path(f"{barrier}.reached").write_text(f"{os.getpid()} {' '.join(map(str, prediction_ids))}\n")
-    deadline = time.monotonic() + 60
-    while not Path(barrier).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """Fault tests only (settings.INFERENCE_TEST_BARRIER): a test can kill this worker child while
+    it is provably mid-prediction."""
+    fault_barrier(settings.INFERENCE_TEST_BARRIER, " ".join(map(str, prediction_ids)))
 
 
 def _release(claimed: Sequence[_Claimed], *, only_drained: bool) -> None:

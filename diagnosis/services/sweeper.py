@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from diagnosis.models import Case, Prediction
 from diagnosis.selectors.models import model_version_get_active
+from diagnosis.services.media import media_reconcile
 from diagnosis.services.predictions import case_request_predictions, predictions_dispatch
 
 logger = logging.getLogger(__name__)
@@ -93,10 +94,15 @@ def sweeper_embedded_start() -> bool:
 
 
 def _embedded_loop() -> None:
+    """What beat schedules in the full stack: the sweep, and the media reconcile less often."""
+    reconciled = time.monotonic()
     while True:
         time.sleep(max(1, settings.SWEEP_INTERVAL_SECONDS))
         try:
             case_sweep_stuck()  # in-process: re-dispatched work runs in this thread
+            if time.monotonic() - reconciled >= settings.MEDIA_RECONCILE_INTERVAL_SECONDS:
+                reconciled = time.monotonic()
+                media_reconcile(fix=True)
         except Exception:  # a boundary: log, and sweep again next time
             logger.exception("embedded sweep failed; retried at the next interval")
         finally:

@@ -92,6 +92,20 @@ def case_sweep_stuck() -> dict[str, int]:
     return sweep()
 
 
+@shared_task(
+    name="diagnosis.tasks.media_reconcile",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+)
+def media_reconcile() -> dict[str, int]:
+    """Periodic: remove media files without rows (past the grace period), flag rows without files."""
+    from diagnosis.services.media import media_reconcile as reconcile
+
+    return reconcile(fix=True).as_counts()
+
+
 @celeryd_after_setup.connect
 def _note_queues(sender: Any, instance: Any, **kwargs: Any) -> None:
     """In the worker's main process, before the pool forks: remember whether this worker serves

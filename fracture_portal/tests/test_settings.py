@@ -167,22 +167,26 @@ def test_readme_documents_every_variable():
 
 
 @pytest.mark.django_db
-def test_stored_uploads_are_readable_by_the_service_account_only(sample_jpeg_bytes):
+def test_stored_uploads_are_readable_by_the_service_account_only(
+    sample_jpeg_bytes, django_capture_on_commit_callbacks
+):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from diagnosis.services.cases import case_create
     from diagnosis.tests.factories import ClinicianFactory
 
-    case = case_create(
-        user=ClinicianFactory(),
-        patient_ref="REF-PERMS-1",
-        body_part="hand",
-        clinical_question="",
-        files=[SimpleUploadedFile("x.jpg", sample_jpeg_bytes, content_type="image/jpeg")],
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # publishes the staged file
+        case = case_create(
+            user=ClinicianFactory(),
+            patient_ref="REF-PERMS-1",
+            body_part="hand",
+            clinical_question="",
+            files=[SimpleUploadedFile("x.jpg", sample_jpeg_bytes, content_type="image/jpeg")],
+        )
     stored = Path(case.images.get().file.path)
     assert stored.stat().st_mode & 0o777 == 0o600
     assert stored.parent.stat().st_mode & 0o777 == 0o700
+    assert stored.parent.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_embedded_sqlite_holds_concurrent_writers(tmp_path):

@@ -196,6 +196,8 @@ def test_images_and_heatmaps_live_in_the_bucket_and_are_served_through_the_views
             files=[SimpleUploadedFile("wrist.png", _radiograph_png(), content_type="image/png")],
         )
     image = case.images.get()
+    assert _keys(bucket) == {f"staging/{image.file.name}"}  # until the commit
+    after_upload[0]()  # published: copied to its name in the bucket, the staged copy deleted
     assert _keys(bucket) == {image.file.name}
     stored = bucket.head_object(Bucket=BUCKET, Key=image.file.name)
     assert stored["ServerSideEncryption"] == "AES256"
@@ -207,8 +209,8 @@ def test_images_and_heatmaps_live_in_the_bucket_and_are_served_through_the_views
     # What the commit would do: create the pending predictions. Their dispatch to the broker is
     # left out; the batch runs here, in-process, as a worker would run it.
     with django_capture_on_commit_callbacks() as dispatch:
-        assert len(after_upload) == 1
-        after_upload[0]()
+        assert len(after_upload) == 2
+        after_upload[1]()
     assert len(dispatch) == 1
     ids = list(Prediction.objects.filter(image=image).values_list("pk", flat=True))
     assert len(ids) == 1

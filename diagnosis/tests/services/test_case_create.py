@@ -56,8 +56,14 @@ def test_creates_case_and_images_and_requests_predictions_after_commit(
         with django_capture_on_commit_callbacks() as callbacks:
             case = _create(clinician, files, source="api", urgent=True)
             request_predictions.assert_not_called()
-        assert len(callbacks) == 1
+        assert len(callbacks) == 2  # publish the staged files, then request predictions
+        assert {
+            p.parts[len(Path(settings.MEDIA_ROOT).parts)]
+            for p in builders.files_under(settings.MEDIA_ROOT)
+        } == {"staging"}
         callbacks[0]()
+        request_predictions.assert_not_called()
+        callbacks[1]()
     request_predictions.assert_called_once_with(case=case)
     case.refresh_from_db()
     assert (case.status, case.source, case.urgent, case.created_by) == (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -37,9 +38,24 @@ def _upload(name: str, data: bytes, content_type: str = "application/octet-strea
     return SimpleUploadedFile(name, data, content_type=content_type)
 
 
+class _CommittingClient(Client):
+    """A browser session whose POSTs commit. In a server the upload's transaction commits and its
+    on-commit work runs (the staged files are published, predictions requested); the test's
+    transaction never commits, so that work runs here when the request returns."""
+
+    capture: Any = None
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        with self.capture(execute=True):
+            return super().post(*args, **kwargs)
+
+
 @pytest.fixture
-def clinician_client(clinician, client_for) -> Client:
-    return client_for(clinician)
+def clinician_client(clinician, django_capture_on_commit_callbacks) -> Client:
+    client = _CommittingClient()
+    client.capture = django_capture_on_commit_callbacks
+    client.force_login(clinician)
+    return client
 
 
 def _stored_state(settings) -> tuple[int, int, list[Path]]:
@@ -156,10 +172,10 @@ def test_form_post_without_javascript_shows_errors_on_the_page(clinician_client,
 
 @pytest.mark.parametrize("good", builders.GOOD_INPUTS, ids=lambda good: good.id)
 def test_good_upload_is_stored_canonical(
-    good, clinician, clinician_client, settings, django_capture_on_commit_callbacks
+    good, clinician, client_for, settings, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks() as callbacks:
-        response = clinician_client.post(
+        response = client_for(clinician).post(
             URL, _fields(images=[_upload(good.filename, good.build(), good.content_type)]), **XHR
         )
     assert response.status_code == 201, response.content
@@ -170,9 +186,13 @@ def test_good_upload_is_stored_canonical(
         "url": reverse("diagnosis:case_detail", args=[case.uuid]),
     }
     assert case.created_by == clinician
-    assert len(callbacks) == 1  # the prediction request, after commit
+    assert len(callbacks) == 2  # after commit: the files are published, predictions requested
     image = case.images.get()
     assert GENERATED_PNG.match(image.file.name)
+    # Before the commit the file is staged: nothing under its final name yet.
+    media = Path(settings.MEDIA_ROOT)
+    assert builders.files_under(media) == [media / "staging" / image.file.name]
+    callbacks[0]()
     assert image.source_format == good.source_format
     assert image.original_name == good.filename
     assert not image.original_file
