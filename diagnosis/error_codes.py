@@ -70,6 +70,11 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("no_active_model", 409, "No model version is active."),
     ErrorCode("no_previous_version", 409, "No earlier model version to roll back to."),
     ErrorCode("training_in_progress", 409, "A training run is already queued or running."),
+    ErrorCode(
+        "insufficient_training_data",
+        409,
+        "Too few labelled images of a class to train (the message and `extra` give the counts).",
+    ),
     ErrorCode("empty_snapshot", 409, "No reviewed images to train on."),
     ErrorCode("file_too_large", 413, "An uploaded file is larger than the per-file limit."),
     ErrorCode("request_too_large", 413, "The request body is larger than the limit."),

@@ -456,6 +456,10 @@ RETRAIN_DEFAULT_EPOCHS = env.int("RETRAIN_DEFAULT_EPOCHS", default=5)
 PROMOTION_AUROC_MARGIN = env.float("PROMOTION_AUROC_MARGIN", default=0.02)
 PROMOTION_SENSITIVITY_TOLERANCE = env.float("PROMOTION_SENSITIVITY_TOLERANCE", default=0.02)
 PROMOTION_BOOTSTRAP_SAMPLES = env.int("PROMOTION_BOOTSTRAP_SAMPLES", default=2000)
+# Automatic promotion needs this many fractured and not-fractured images in the frozen test split.
+PROMOTION_MIN_TEST_PER_CLASS = env.int("PROMOTION_MIN_TEST_PER_CLASS", default=25)
+# A run starts only with this many labelled images of each class (reviewed + base dataset).
+RETRAIN_MIN_IMAGES_PER_CLASS = env.int("RETRAIN_MIN_IMAGES_PER_CLASS", default=10)
 # Top-1 localisation (share of fractured test images whose best mark hits an expert box) may not
 # be worse than the active model's beyond this margin, with 95 % confidence (paired bootstrap).
 PROMOTION_LOCALISATION_MARGIN = env.float("PROMOTION_LOCALISATION_MARGIN", default=0.05)

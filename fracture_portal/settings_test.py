@@ -28,3 +28,6 @@ LOGIN_IP_FAILURE_LIMIT = 200
 LOGIN_USER_FAILURE_LIMIT = 500
 # Tests that switch tasks to in-process must not start the embedded sweeper thread.
 EMBEDDED_SWEEPER = False
+# Retraining tests use datasets of a few dozen generated images; the guardrail tests set their own.
+RETRAIN_MIN_IMAGES_PER_CLASS = 0
+PROMOTION_MIN_TEST_PER_CLASS = 0

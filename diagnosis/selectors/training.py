@@ -98,8 +98,17 @@ def training_run_get_in_flight() -> TrainingRun | None:
 
 
 def new_reviews_since_last_run() -> int:
-    """Reviews (reads of reviewed cases) created after the latest run was triggered."""
-    last = TrainingRun.objects.order_by("-created_at").values_list("created_at", flat=True).first()
+    """Reviews (reads of reviewed cases) created after the latest run was triggered, not counting
+    runs that failed or were cancelled: they learned nothing from the reviews, so a failed
+    "Retrain now" does not reset the count."""
+    last = (
+        TrainingRun.objects.exclude(
+            status__in=(TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED)
+        )
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
     qs = Review.objects.filter(image__case__status=Case.Status.REVIEWED)
     if last is not None:
         qs = qs.filter(created_at__gt=last)

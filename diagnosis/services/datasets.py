@@ -153,6 +153,43 @@ def _store_image(item: _Item) -> None:
         default_storage.save(item.path, ContentFile(item.data))
 
 
+# --- evidence for a run -----------------------------------------------------------------------------------
+
+
+def snapshot_evidence(*, base_dir: str | Path | None = None) -> dict[str, int]:
+    """How many labelled images per class a new snapshot would hold (reviewed images, the base
+    dataset, and what the latest snapshot carries over), without reading an image or creating a
+    snapshot: the check a retraining run must pass before it starts."""
+    previous = snapshot_get_latest()
+    if base_dir is None:
+        base_dir = (previous.base_dataset if previous else "") or settings.TRAINING_BASE_DATASET_DIR
+    labels: dict[str, str] = {
+        f"img:{labelled.image.pk}": labelled.label for labelled in snapshot_reviewed_images()
+    }
+    if base_dir:
+        labels.update((item.key, item.label) for item in base_dataset_items(Path(base_dir)))
+    if previous is not None:
+        for row in snapshot_read_manifest(snapshot=previous)["items"]:
+            labels.setdefault(row["key"], row["label"])
+    counts = dict.fromkeys(Label.values, 0)
+    for label in labels.values():
+        counts[label] += 1
+    return counts
+
+
+def snapshot_reusable(*, snapshot: DatasetSnapshot, base_dir: str | Path | None = None) -> bool:
+    """True when a new snapshot would hold nothing that `snapshot` does not: no image reviewed
+    since, the same base dataset. A run then reuses it instead of freezing an identical one (a
+    retried run no longer leaves a new snapshot behind per try)."""
+    if base_dir is not None and str(base_dir or "") != snapshot.base_dataset:
+        return False
+    manifest = snapshot_read_manifest(snapshot=snapshot)
+    known = {row["key"] for row in manifest["items"]} | {
+        row["key"] for row in manifest.get("excluded", [])
+    }
+    return all(f"img:{labelled.image.pk}" in known for labelled in snapshot_reviewed_images())
+
+
 # --- manifests --------------------------------------------------------------------------------------------
 
 

@@ -221,8 +221,31 @@ def model_version_repredict_unreviewed(
     return len(case_ids)
 
 
+def _evidence_reasons(
+    *, test_positives: int, test_negatives: int, comparison: dict[str, float] | None
+) -> list[str]:
+    """Why the frozen test split cannot support an automatic promotion (empty: it can)."""
+    need = settings.PROMOTION_MIN_TEST_PER_CLASS
+    reasons = []
+    if test_positives < need or test_negatives < need:
+        reasons.append(
+            f"too little evidence: the frozen test split has {test_positives} fractured and "
+            f"{test_negatives} not-fractured images; automatic promotion needs at least {need} "
+            "of each (an admin may still promote by hand)"
+        )
+    if comparison is not None and comparison["upper"] - comparison["lower"] <= 0:
+        reasons.append(
+            "too little evidence: the AUROC difference has a zero-width confidence interval "
+            f"({comparison['lower']:+.3f} to {comparison['upper']:+.3f}: the models score alike "
+            "on every resample), so the test split cannot tell them apart"
+        )
+    return reasons
+
+
 def promotion_decide(
     *,
+    test_positives: int,
+    test_negatives: int,
     comparison: dict[str, float] | None,
     candidate_sensitivity: float,
     active_sensitivity: float | None,
@@ -235,8 +258,12 @@ def promotion_decide(
     bound of the paired-bootstrap CI of candidate - active >= -margin) AND the sensitivity at the
     high-sensitivity operating point holds (>= active - `tolerance`) AND, where the test split has
     expert boxes (`localisation`: the paired bootstrap of top-1 localisation, candidate - active),
-    top-1 localisation is not worse beyond `localisation_margin` with 95% confidence. Pure;
-    returns the verdict with its reasons, stored on the run and in the audit trail."""
+    top-1 localisation is not worse beyond `localisation_margin` with 95% confidence. Below a
+    minimum of evidence nothing is promoted automatically, whatever the figures: fewer than
+    PROMOTION_MIN_TEST_PER_CLASS fractured or not-fractured images in the frozen test split, or a
+    confidence interval of zero width (two models perfect on a 16-image split compare as
+    "not worse" with certainty they do not have). Pure; returns the verdict with its reasons,
+    stored on the run and in the audit trail."""
     margin = settings.PROMOTION_AUROC_MARGIN if margin is None else margin
     tolerance = settings.PROMOTION_SENSITIVITY_TOLERANCE if tolerance is None else tolerance
     localisation_margin = (
@@ -249,19 +276,25 @@ def promotion_decide(
         "sensitivity_tolerance": tolerance,
         "localisation_margin": localisation_margin,
     }
+    rule["min_test_per_class"] = settings.PROMOTION_MIN_TEST_PER_CLASS
+    evidence = _evidence_reasons(
+        test_positives=test_positives,
+        test_negatives=test_negatives,
+        comparison=comparison if active_sensitivity is not None else None,
+    )
     if active_sensitivity is None:
         return {
-            "promote": True,
+            "promote": not evidence,
             "rule": rule,
-            "reasons": ["no active model to compare with"],
-            "checks": {},
+            "reasons": ["no active model to compare with", *evidence],
+            "checks": {"evidence": not evidence},
         }
     if comparison is None:
         return {
             "promote": False,
             "rule": rule,
-            "reasons": ["the test split lacks one class: AUROC cannot be compared"],
-            "checks": {"auroc": False},
+            "reasons": ["the test split lacks one class: AUROC cannot be compared", *evidence],
+            "checks": {"auroc": False, "evidence": not evidence},
         }
     auroc_ok = comparison["lower"] >= -margin
     sensitivity_ok = candidate_sensitivity >= active_sensitivity - tolerance
@@ -291,9 +324,10 @@ def promotion_decide(
             + ("not worse than" if localisation_ok else "may be worse than")
             + f" the active model by more than {localisation_margin:.3f}"
         )
+    checks["evidence"] = not evidence
     return {
         "promote": all(checks.values()),
         "rule": rule,
-        "reasons": reasons,
+        "reasons": [*reasons, *evidence],
         "checks": checks,
     }

@@ -32,15 +32,21 @@ from django.utils import timezone
 
 from diagnosis import inference, training_bridge
 from diagnosis.exceptions import ConflictError, DomainError, InvalidStateError
-from diagnosis.models import DatasetSnapshot, ModelVersion, TrainingRun
+from diagnosis.models import DatasetSnapshot, Label, ModelVersion, TrainingRun
 from diagnosis.selectors.models import model_version_get_active
 from diagnosis.selectors.training import (
     IN_FLIGHT,
     new_reviews_since_last_run,
+    snapshot_get_latest,
     training_run_get_in_flight,
 )
 from diagnosis.services.audit import audit_record
-from diagnosis.services.datasets import snapshot_create, snapshot_materialize
+from diagnosis.services.datasets import (
+    snapshot_create,
+    snapshot_evidence,
+    snapshot_materialize,
+    snapshot_reusable,
+)
 from diagnosis.services.models import (
     HIGH_SENSITIVITY,
     model_version_activate,
@@ -73,6 +79,7 @@ CONFIG_KEYS = {
     "snapshot_id": int,  # reuse a snapshot instead of freezing a new one
     "base_dir": str,  # base dataset folder for the new snapshot ("" for none)
 }
+SCHEDULE_FAILURE_BACKOFF = timedelta(hours=1)
 LIMITS = {"epochs": (1, 200), "size": (32, 1024), "batch_size": (1, 512), "head_epochs": (0, 200)}
 
 
@@ -82,6 +89,62 @@ class TrainingInProgressError(ConflictError):
 
 class InvalidTrainingConfigError(DomainError):
     code, status_code = "invalid_training_config", 400
+
+
+class InsufficientTrainingDataError(DomainError):
+    """Too few labelled images of a class to train and evaluate a model: refused before a run (or
+    a snapshot) is created, with the numbers."""
+
+    code, status_code = "insufficient_training_data", 409
+
+
+_CLASS_NAMES = {Label.FRACTURED: "fractured", Label.NOT_FRACTURED: "not-fractured"}
+
+
+def training_evidence_check(*, config: dict[str, Any]) -> dict[str, int]:
+    """Refuse a run that cannot train: fewer than RETRAIN_MIN_IMAGES_PER_CLASS labelled images of
+    either class for a new snapshot, or a chosen snapshot whose train or val split lacks a class.
+    Returns the per-class counts."""
+    snapshot_id = config.get("snapshot_id")
+    if snapshot_id is not None:
+        snapshot = DatasetSnapshot.objects.get(pk=snapshot_id)
+        snapshot_check_trainable(snapshot)
+        return {label: snapshot.counts.get("train", {}).get(label, 0) for label in Label.values}
+    counts = snapshot_evidence(base_dir=config.get("base_dir"))
+    need = settings.RETRAIN_MIN_IMAGES_PER_CLASS
+    if any(counts[label] < need for label in Label.values):
+        raise InsufficientTrainingDataError(
+            f"Retraining needs at least {need} fractured and {need} not-fractured labelled "
+            f"images (reviewed, plus the base dataset if one is set); there are "
+            f"{counts[Label.FRACTURED]} and {counts[Label.NOT_FRACTURED]}.",
+            needed_per_class=need,
+            fractured=counts[Label.FRACTURED],
+            not_fractured=counts[Label.NOT_FRACTURED],
+        )
+    return counts
+
+
+def snapshot_check_trainable(snapshot: DatasetSnapshot) -> None:
+    """Train and val need both classes, test at least one image (what training and the
+    evaluation need); raises InsufficientTrainingDataError saying which split lacks what."""
+    for split, need_both in (("train", True), ("val", True), ("test", False)):
+        counts = snapshot.counts.get(split, {})
+        fractured = counts.get(Label.FRACTURED, 0)
+        not_fractured = counts.get(Label.NOT_FRACTURED, 0)
+        short = (
+            (fractured == 0 or not_fractured == 0) if need_both else fractured + not_fractured == 0
+        )
+        if short:
+            raise InsufficientTrainingDataError(
+                f"Snapshot {snapshot.version} cannot train a model: its {split} split has "
+                f"{fractured} fractured and {not_fractured} not-fractured images (train and val "
+                "each need both classes, test at least one image). Review more cases or add a "
+                "base dataset.",
+                snapshot=snapshot.version,
+                split=split,
+                fractured=fractured,
+                not_fractured=not_fractured,
+            )
 
 
 def training_config_clean(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -138,6 +201,7 @@ def training_run_start(
         raise TrainingInProgressError(
             "A training run is already queued or running.", run_id=in_flight.pk
         )
+    training_evidence_check(config=clean)  # before any run or snapshot exists
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
@@ -210,11 +274,49 @@ def _finish(run_id: int, status: str, **fields: Any) -> None:
     )
 
 
+def _scratch_dirs(run_id: int) -> list[Path]:
+    """The run's scratch folders: its work folder, and a half-written candidate (ml.registry.save
+    builds `.<version>.tmp-*` beside the store and renames it when complete)."""
+    found = list(settings.TRAINING_WORK_DIR.glob(f"run-{run_id}-*"))
+    found += settings.MODEL_STORE_DIR.glob(f".retrain-{run_id}-*.tmp-*")
+    return [path for path in found if path.is_dir()]
+
+
+def training_scratch_clean(*, run_id: int | None = None) -> int:
+    """Remove the scratch folders of `run_id`, or (None) of every run not in flight: a worker
+    killed mid-run cannot clean up itself. Scratch folders live on the training host, so each run's
+    start cleans there too, whichever process marked the run failed. Returns folders removed."""
+    if run_id is not None:
+        dirs = _scratch_dirs(run_id)
+    else:
+        in_flight = set(
+            TrainingRun.objects.filter(status__in=IN_FLIGHT).values_list("pk", flat=True)
+        )
+        dirs = []
+        for pattern in ("run-*-*", ".retrain-*-*.tmp-*"):
+            root = (
+                settings.TRAINING_WORK_DIR
+                if pattern.startswith("run")
+                else settings.MODEL_STORE_DIR
+            )
+            for path in root.glob(pattern):
+                number = path.name.lstrip(".").split("-")[1]
+                if path.is_dir() and number.isdecimal() and int(number) not in in_flight:
+                    dirs.append(path)
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
+    if dirs:
+        logger.info("training scratch removed", extra={"run_id": run_id, "folders": len(dirs)})
+    return len(dirs)
+
+
 def training_run_fail(*, run_id: int, reason: str) -> None:
-    """Mark an in-flight run failed (the task's failure hook, the stale check)."""
+    """Mark an in-flight run failed (the task's failure hook, the stale check) and remove its
+    scratch folders (a killed worker leaves them)."""
     updated = TrainingRun.objects.filter(pk=run_id, status__in=IN_FLIGHT).update(
         status=TrainingRun.Status.FAILED, error=reason[:1000], finished_at=timezone.now()
     )
+    training_scratch_clean(run_id=run_id)
     if updated:
         _append_log(run_id, f"failed: {reason[:500]}")
         audit_record(
@@ -258,12 +360,33 @@ def retrain_schedule_check() -> dict[str, Any]:
     new_reviews = new_reviews_since_last_run()
     threshold = settings.RETRAIN_MIN_NEW_REVIEWS
     started = None
-    if threshold > 0 and new_reviews >= threshold and training_run_get_in_flight() is None:
+    if (
+        threshold > 0
+        and new_reviews >= threshold
+        and training_run_get_in_flight() is None
+        and not _failed_recently()
+    ):
         try:
             started = training_run_start(trigger=TrainingRun.Trigger.SCHEDULED).pk
         except TrainingInProgressError:
             started = None
+        except InsufficientTrainingDataError as exc:
+            logger.info("scheduled retraining not started", extra={"reason": exc.message})
     return {"stale_failed": failed, "new_reviews": new_reviews, "started_run": started}
+
+
+def _failed_recently() -> bool:
+    """The latest run failed within SCHEDULE_FAILURE_BACKOFF: the schedule waits rather than
+    starting the same failing run on every check (a failed run does not reset the count)."""
+    latest = (
+        TrainingRun.objects.order_by("-created_at").values_list("status", "finished_at").first()
+    )
+    return bool(
+        latest
+        and latest[0] == TrainingRun.Status.FAILED
+        and latest[1] is not None
+        and latest[1] > timezone.now() - SCHEDULE_FAILURE_BACKOFF
+    )
 
 
 class _Heartbeat:
@@ -375,6 +498,7 @@ def training_run_execute(*, run_id: int) -> None:
         logger.info("training run not claimable", extra={"run_id": run_id})
         return
     settings.TRAINING_WORK_DIR.mkdir(parents=True, exist_ok=True)
+    training_scratch_clean()  # what runs killed on this host left behind
     callbacks = _RunCallbacks(run.pk)
     with (
         _Heartbeat(run.pk),
@@ -387,6 +511,9 @@ def training_run_execute(*, run_id: int) -> None:
         except Exception as exc:
             if isinstance(exc, InvalidStateError):
                 return
+            if isinstance(exc, DomainError):  # a refusal with its reason in words
+                training_run_fail(run_id=run.pk, reason=exc.message)
+                return
             logger.exception("training run failed", extra={"run_id": run.pk})
             training_run_fail(run_id=run.pk, reason=f"{type(exc).__name__}: {exc}")
 
@@ -395,10 +522,16 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
     config = dict(run.config)
     snapshot = run.snapshot
     if snapshot is None:
-        _append_log(run.pk, "freezing a dataset snapshot")
         base_dir = config.get("base_dir")
-        snapshot = snapshot_create(user=run.triggered_by, base_dir=base_dir)
+        latest = snapshot_get_latest()
+        if latest is not None and snapshot_reusable(snapshot=latest, base_dir=base_dir):
+            snapshot = latest
+            _append_log(run.pk, f"nothing new since snapshot {latest.version}: reusing it")
+        else:
+            _append_log(run.pk, "freezing a dataset snapshot")
+            snapshot = snapshot_create(user=run.triggered_by, base_dir=base_dir)
         TrainingRun.objects.filter(pk=run.pk).update(snapshot=snapshot)
+    snapshot_check_trainable(snapshot)
     counts = snapshot.counts
     _append_log(
         run.pk,
@@ -463,6 +596,8 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
         metrics=candidate_metrics, plots=plots, training_run=run
     )
     decision = promotion_decide(
+        test_positives=int(evaluation.candidate["positives"]),
+        test_negatives=int(evaluation.candidate["n"]) - int(evaluation.candidate["positives"]),
         comparison=evaluation.comparison,
         candidate_sensitivity=evaluation.candidate["operating_points"][HIGH_SENSITIVITY][
             "sensitivity"

@@ -105,6 +105,9 @@ def test_killing_the_training_worker_leaves_the_active_model_and_allows_a_new_ru
     assert run.status == TrainingRun.Status.FAILED
     assert "no heartbeat" in run.error
     assert run.result_version is None
+    # the killed run's scratch (snapshot images, checkpoints) went with the failure
+    assert list(work.glob(f"run-{run.pk}-*")) == []
+    assert list(store.glob(".*.tmp-*")) == [] if store.exists() else True
 
     # the active model is untouched and nothing half-written was registered or published
     assert model_version_get_active() == active

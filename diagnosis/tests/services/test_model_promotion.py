@@ -92,15 +92,20 @@ def test_reject_only_candidates_and_rejected_cannot_be_activated(admin_user):
 @pytest.mark.parametrize(
     ("lower", "cand_sens", "active_sens", "promote", "checks"),
     [
-        (0.01, 0.95, 0.94, True, {"auroc": True, "sensitivity": True}),
-        (-0.019, 0.93, 0.94, True, {"auroc": True, "sensitivity": True}),  # within both margins
-        (-0.03, 0.95, 0.94, False, {"auroc": False, "sensitivity": True}),  # CI reaches -0.03
-        (0.02, 0.90, 0.94, False, {"auroc": True, "sensitivity": False}),  # sensitivity drops
+        (0.01, 0.95, 0.94, True, {"auroc": True, "sensitivity": True, "evidence": True}),
+        # within both margins
+        (-0.019, 0.93, 0.94, True, {"auroc": True, "sensitivity": True, "evidence": True}),
+        # the CI reaches -0.03
+        (-0.03, 0.95, 0.94, False, {"auroc": False, "sensitivity": True, "evidence": True}),
+        # sensitivity drops
+        (0.02, 0.90, 0.94, False, {"auroc": True, "sensitivity": False, "evidence": True}),
     ],
 )
 def test_promotion_rule(lower, cand_sens, active_sens, promote, checks):
     comparison = {"difference": lower + 0.02, "lower": lower, "upper": lower + 0.04}
     decision = promotion_decide(
+        test_positives=100,
+        test_negatives=100,
         comparison=comparison,
         candidate_sensitivity=cand_sens,
         active_sensitivity=active_sens,
@@ -113,11 +118,60 @@ def test_promotion_rule(lower, cand_sens, active_sens, promote, checks):
 
 
 def test_promotion_rule_without_active_model_promotes_and_without_comparison_holds():
-    assert promotion_decide(comparison=None, candidate_sensitivity=0.9, active_sensitivity=None)[
-        "promote"
-    ]
-    held = promotion_decide(comparison=None, candidate_sensitivity=0.9, active_sensitivity=0.9)
+    enough = {"test_positives": 100, "test_negatives": 100}
+    assert promotion_decide(
+        comparison=None, candidate_sensitivity=0.9, active_sensitivity=None, **enough
+    )["promote"]
+    held = promotion_decide(
+        comparison=None, candidate_sensitivity=0.9, active_sensitivity=0.9, **enough
+    )
     assert held["promote"] is False
+
+
+def test_promotion_needs_evidence_in_the_frozen_test_split(settings):
+    """Issue 12, point 7: a 16-image test split on which both models are perfect promoted the
+    candidate ("not worse" with a [0, 0] interval). Below the minimum it is held, with reasons."""
+    settings.PROMOTION_MIN_TEST_PER_CLASS = 25
+    perfect_tie = {"difference": 0.0, "lower": 0.0, "upper": 0.0}
+    decision = promotion_decide(
+        test_positives=5,
+        test_negatives=11,
+        comparison=perfect_tie,
+        candidate_sensitivity=1.0,
+        active_sensitivity=1.0,
+        margin=0.02,
+        tolerance=0.02,
+    )
+    assert decision["promote"] is False
+    assert decision["checks"]["evidence"] is False
+    text = " ".join(decision["reasons"])
+    assert "5 fractured and 11 not-fractured" in text
+    assert "at least 25 of each" in text
+    assert "zero-width confidence interval" in text
+    # Enough images, but an interval of no width still cannot support a promotion.
+    tie = promotion_decide(
+        test_positives=40,
+        test_negatives=200,
+        comparison=perfect_tie,
+        candidate_sensitivity=1.0,
+        active_sensitivity=1.0,
+    )
+    assert tie["promote"] is False
+    assert "at least 25" not in " ".join(tie["reasons"])
+    # And without an active model the first candidate needs the evidence too.
+    first = promotion_decide(
+        test_positives=3, test_negatives=3, comparison=None,
+        candidate_sensitivity=1.0, active_sensitivity=None,
+    )  # fmt: skip
+    assert first["promote"] is False
+    fine = promotion_decide(
+        test_positives=30,
+        test_negatives=90,
+        comparison={"difference": 0.01, "lower": -0.01, "upper": 0.03},
+        candidate_sensitivity=0.95,
+        active_sensitivity=0.94,
+    )
+    assert fine["promote"] is True
 
 
 def test_repredict_requests_the_active_version_for_unreviewed_cases_only(
