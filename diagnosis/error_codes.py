@@ -29,6 +29,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("too_many_fields", 400, "More form fields than one request may have."),
     ErrorCode("empty_file", 400, "An uploaded file is empty."),
     ErrorCode("corrupt_image", 400, "An uploaded file cannot be decoded as an image."),
+    ErrorCode(
+        "file_name_too_long",
+        400,
+        "An uploaded file's name is too long for the multipart upload (about 900 characters).",
+    ),
+    ErrorCode("malformed_request", 400, "The multipart upload was cut off or malformed."),
     ErrorCode("image_too_large", 400, "An image has more pixels than the limit."),
     ErrorCode("unsupported_format", 400, "Not PNG, JPEG or a supported DICOM encoding."),
     ErrorCode("multi_frame", 400, "Animated PNG or multi-frame DICOM."),

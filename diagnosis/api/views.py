@@ -12,10 +12,12 @@ import uuid as uuid_lib
 from typing import Any
 
 from django.http import FileResponse, HttpRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -30,6 +32,7 @@ from diagnosis.api.permissions import HasScope, request_token
 from diagnosis.api.schema import PortalAutoSchema
 from diagnosis.api.throttling import TokenScopeRateThrottle
 from diagnosis.exceptions import NotFoundError
+from diagnosis.imaging import names
 from diagnosis.models import Case
 from diagnosis.selectors import api as api_selectors
 from diagnosis.selectors.models import model_version_list
@@ -84,6 +87,20 @@ class AcceptHeaderNegotiation(DefaultContentNegotiation):
     ignored (it could not change a download, and generated clients would offer it)."""
 
     settings = _NoFormatOverride()
+
+
+class UploadMultiPartParser(MultiPartParser):
+    """DRF's multipart parser, with the true reason when Django refuses the body (e.g. a file name
+    too long for a part header) instead of "Multipart form parse error - ..."."""
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except ParseError as exc:
+            cause = exc.__context__
+            if isinstance(cause, MultiPartParserError):
+                raise names.multipart_error(cause) from cause
+            raise
 
 
 class ApiViewSet(viewsets.GenericViewSet):
@@ -190,7 +207,9 @@ class CaseViewSet(ApiViewSet):
 
     def get_parsers(self):
         if self._current_action() == "create":
-            return [MultiPartParser()]  # files are sent as parts: urlencoded cannot carry them
+            return [
+                UploadMultiPartParser()
+            ]  # files are sent as parts: urlencoded cannot carry them
         return [JSONParser()]
 
     def get_renderers(self):

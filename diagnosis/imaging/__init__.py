@@ -103,7 +103,8 @@ def _validate(data: bytes, filename: str, *, keep_original: bool) -> CanonicalIm
         original = result.deidentified_bytes
     elif (filename or "").lower().endswith(_DICOM_EXTENSIONS):
         raise InvalidUploadError(
-            "The file is named like DICOM but is not a DICOM file (no 'DICM' preamble).",
+            "The file is named like DICOM but has no DICOM file header; export the image from "
+            "the viewer or PACS as a DICOM file and upload that.",
             code="invalid_dicom",
         )
     else:

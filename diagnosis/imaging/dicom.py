@@ -6,6 +6,7 @@ Nothing read from a data set is logged, and error messages never quote its value
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import re
@@ -20,6 +21,8 @@ from pydicom import config as pydicom_config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import parse_basic_offsets
+from pydicom.pixels import apply_color_lut
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -110,6 +113,9 @@ _SOF_MARKERS = (frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}) | {0xF7}
 _MAX_CODESTREAM_PRECISION = 16
 _MAX_J2K_TILES = 65535  # ISO/IEC 15444-1 tile indexes stop at 65534
 _MONO = ("MONOCHROME1", "MONOCHROME2")
+# Decoder warnings that describe data the standard tolerates, so they are not refusals: pixel data
+# longer than the image needs (trailing padding, which pydicom drops).
+_TOLERATED_WARNINGS = (r"(?s).*excess padding",)
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 
 
@@ -150,13 +156,27 @@ def _parse(data: bytes, *, has_preamble: bool) -> Dataset:
         with warnings_ignored("pydicom"):
             ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
         if _PIXEL_DATA_TAG not in ds or "Rows" not in ds or "Columns" not in ds:
-            raise _invalid("The DICOM file has no image (pixel data, rows and columns).")
+            raise _invalid(_no_image_message(ds))
         _ensure_transfer_syntax(ds)
     except InvalidUploadError:
         raise
     except Exception as exc:  # hostile input: any parser failure is a 400
         raise _invalid("The file is not a valid DICOM data set.") from exc
     return ds
+
+
+def _no_image_message(ds: Dataset) -> str:
+    """What the object is, when the standard names its kind (a report, a plan, a directory...)."""
+    kind = ""
+    with contextlib.suppress(Exception):
+        uid = UID(str(ds.get("SOPClassUID", "") or getattr(ds, "MediaStorageSOPClassUID", "")))
+        if uid and uid.name != str(uid):  # a registered SOP class: its name is not PHI
+            kind = uid.name
+    if not kind and "DirectoryRecordSequence" in ds:
+        kind = "Media Storage Directory Storage"
+    if kind:
+        return f"The DICOM file holds no image (it is a '{kind}' object), so nothing to analyse."
+    return "The DICOM file holds no image (no pixel data, rows and columns)."
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -181,7 +201,10 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
         if default is None:
             raise _invalid(f"The DICOM header lacks {keyword}.")
         return default
-    return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:  # the value itself is never quoted (PHI rule)
+        raise _invalid(f"The DICOM header's {keyword} is not a whole number.") from exc
 
 
 def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
@@ -210,14 +233,25 @@ def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
         raise InvalidUploadError(
             "Multi-frame DICOM is not accepted; upload one frame per file.", code="multi_frame"
         )
+    if bits_allocated == 1:
+        raise _invalid(
+            "The DICOM image is 1-bit (a mask or segmentation), not a radiograph.",
+            code="unsupported_format",
+        )
     if not 0 < bits_stored <= bits_allocated or bits_allocated not in (8, 16, 32):
-        raise _invalid("The DICOM header has unsupported bit depths.", code="unsupported_format")
-    if (samples, photometric in _MONO) != (1, True) and (samples, photometric in _COLOUR) != (
-        3,
-        True,
+        raise _invalid(
+            f"The DICOM image's bit depth ({bits_stored} of {bits_allocated} bits) is not "
+            "supported.",
+            code="unsupported_format",
+        )
+    palette = (samples, photometric) == (1, "PALETTE COLOR") and bits_allocated in (8, 16)
+    if (
+        (samples, photometric in _MONO) != (1, True)
+        and (samples, photometric in _COLOUR) != (3, True)
+        and not palette
     ):
         raise _invalid(
-            "Only grayscale (MONOCHROME1/2) and RGB DICOM images are accepted.",
+            "Only grayscale, RGB/YBR and palette-colour DICOM images are accepted.",
             code="unsupported_format",
         )
     if not isinstance(pixel_data, bytes | bytearray):
@@ -236,19 +270,27 @@ def _check_header(ds: Dataset, *, max_pixels: int) -> dict[str, Any]:
             samples=samples,
             max_pixels=max_pixels,
         )
-    else:
-        expected = rows * cols * frames * samples * (bits_allocated // 8)
-        if len(pixel_data) < expected:
-            raise _invalid("The DICOM pixel data is shorter than its header says.")
+    elif len(pixel_data) < _expected_length(ds, rows * cols * samples * (bits_allocated // 8)):
+        raise _invalid("The DICOM pixel data is shorter than its header says.")
     return {
         "rows": rows,
         "cols": cols,
         "samples": samples,
         "bits_stored": bits_stored,
         "photometric": photometric,
+        "palette": palette,
         "compressed": compressed,
         "plugin": _DECODING_PLUGINS.get(transfer_syntax, "") if compressed else "",
     }
+
+
+def _expected_length(ds: Dataset, naive: int) -> int:
+    """Bytes of native pixel data the header implies, as pydicom computes them (chroma-subsampled
+    YBR_FULL_422 holds 2 samples per pixel, not 3); the naive count if pydicom cannot tell."""
+    try:
+        return int(get_expected_length(ds, unit="bytes"))
+    except Exception:  # a header pydicom cannot size is judged by the plain product  # noqa: BLE001
+        return naive
 
 
 def _unsupported_compression() -> InvalidUploadError:
@@ -312,7 +354,10 @@ def _check_encapsulated(
         else:
             width, height, components, precision = _j2k_frame_header(frame)
     except (ValueError, struct.error) as exc:
-        raise _invalid("The DICOM compressed pixel data has no readable image header.") from exc
+        raise _invalid(
+            "The compressed image inside the DICOM file has an invalid header (its size fields "
+            "are missing or inconsistent)."
+        ) from exc
     if width * height > max_pixels:
         raise InvalidUploadError(
             f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.",
@@ -324,9 +369,20 @@ def _check_encapsulated(
         raise _invalid(
             "The DICOM compressed image has an unsupported bit depth.", code="unsupported_format"
         )
-    # Odd-length codestreams are padded to even length with a NUL byte (PS3.5 8.2).
-    if not frame.rstrip(b"\x00").endswith(_END_OF_IMAGE):
-        raise _invalid("The DICOM compressed pixel data is truncated.")
+    if transfer_syntax in (JPEGBaseline8Bit, JPEGExtended12Bit) and precision > 8:
+        # Lossy JPEG at 12 bits (Process 4): valid DICOM, but no decoder here reads it.
+        raise _invalid(
+            f"This DICOM image is {precision}-bit lossy JPEG (JPEG Extended), which cannot be "
+            f"read here; send it uncompressed or as {SUPPORTED_COMPRESSIONS} DICOM.",
+            code="unsupported_format",
+        )
+    # Odd-length codestreams are padded to even length with one byte (PS3.5 A.4: NUL, though
+    # encoders also pad with 0xFF, a JPEG fill byte).
+    end = frame[:-1] if len(frame) % 2 == 0 and frame[-1:] in (b"\x00", b"\xff") else frame
+    if not end.endswith(_END_OF_IMAGE):
+        raise _invalid(
+            "The DICOM compressed image is cut short (it does not end with its end marker)."
+        )
 
 
 def _jpeg_frame_header(frame: bytes) -> tuple[int, int, int, int]:
@@ -368,13 +424,15 @@ def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
     if plugin == "gdcm":
         _quiet_gdcm()
     try:
-        with warnings_as_errors("pydicom", "PIL", "numpy"):
+        with warnings_as_errors("pydicom", "PIL", "numpy", allowed=_TOLERATED_WARNINGS):
             # Only the plugin chosen for this transfer syntax (no silent fallback to another).
             ds.pixel_array_options(decoding_plugin=plugin)
             raw = ds.pixel_array
             if raw.shape[:2] != (header["rows"], header["cols"]):
                 raise _invalid("The DICOM pixel data does not match its header.")
-            if header["samples"] == 3:
+            if header["palette"]:  # indices into the data set's colour table (PS3.3 C.7.6.3)
+                raw = apply_color_lut(raw, ds)
+            if raw.ndim == 3:
                 rgb = raw.astype(np.float32)
                 gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
                 return (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import unicodedata
 import uuid
 
+from diagnosis.exceptions import InvalidUploadError
+
 MAX_DISPLAY_NAME = 120
 _MAX_EXTENSION = 10
 
@@ -32,3 +34,19 @@ def sanitize_display_name(filename: str | None) -> str:
 def generated_name(extension: str) -> str:
     """A fresh, unguessable storage name such as `3f2a...c1.png`."""
     return f"{uuid.uuid4().hex}.{extension}"
+
+
+def multipart_error(exc: Exception) -> InvalidUploadError:
+    """The true reason a multipart upload could not be parsed. Django refuses a part whose headers
+    pass 1024 bytes (MultiPartParser.MAX_TOTAL_HEADER_SIZE), which in practice is a file name of
+    roughly 900 or more characters; anything else is a request cut off or malformed."""
+    if "header size" in str(exc).lower():
+        return InvalidUploadError(
+            "A file name is too long to upload (keep it under about 900 characters): rename "
+            "the file and try again.",
+            code="file_name_too_long",
+        )
+    return InvalidUploadError(
+        "The upload could not be read: the request was cut off or malformed. Try again.",
+        code="malformed_request",
+    )

@@ -26,11 +26,14 @@ def _pattern(modules: tuple[str, ...]) -> str:
 
 
 @contextmanager
-def warnings_as_errors(*modules: str) -> Iterator[None]:
-    """Inside the block, warnings issued by `modules` (e.g. "PIL") or diagnosis.imaging raise."""
+def warnings_as_errors(*modules: str, allowed: tuple[str, ...] = ()) -> Iterator[None]:
+    """Inside the block, warnings issued by `modules` (e.g. "PIL") or diagnosis.imaging raise,
+    except those whose message matches one of the `allowed` regular expressions (ignored)."""
     with _LOCK, warnings.catch_warnings():
         warnings.filterwarnings("error", module=_pattern(modules))
         warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+        for message in allowed:  # added last, so matched first
+            warnings.filterwarnings("ignore", message=message)
         yield
 
 

@@ -34,6 +34,7 @@ from django.views.decorators.http import require_GET
 
 from diagnosis.exceptions import InvalidUploadError, NotFoundError
 from diagnosis.forms import CaseIntakeForm
+from diagnosis.imaging import names
 from diagnosis.models import AuditEvent
 from diagnosis.selectors.cases import case_get
 from diagnosis.services.audit import audit_record
@@ -86,10 +87,9 @@ def _parse_body(request: HttpRequest) -> HttpResponse | None:
         return _error(
             request, code="request_too_large", message="The form data is too large.", status=413
         )
-    except (MultiPartParserError, UnreadablePostError):
-        return _error(
-            request, code="malformed_request", message="The upload could not be read.", status=400
-        )
+    except (MultiPartParserError, UnreadablePostError) as exc:
+        error = names.multipart_error(exc)
+        return _error(request, code=error.code, message=error.message, status=error.status_code)
     return None
 
 

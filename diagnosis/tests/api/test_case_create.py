@@ -293,3 +293,16 @@ def test_upload_helper_builds_real_images():
     # the fixtures above rely on builders producing decodable images
     tiny = builders.encode(builders.Image.fromarray(builders.gradient(8, 8)), "PNG")
     assert builders.Image.open(io.BytesIO(tiny)).size == (8, 8)
+
+
+@pytest.mark.django_db
+def test_a_1000_character_file_name_is_refused_for_that_reason(writer, sample_jpeg_bytes):
+    body, content_type = builders.multipart_body(
+        FIELDS, file_name="x" * 996 + ".jpg", data=sample_jpeg_bytes
+    )
+    response = writer.generic("POST", URL, body, content_type=content_type)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["code"] == "file_name_too_long"
+    assert "file name is too long" in answer["message"]
+    assert Case.objects.count() == 0

@@ -645,3 +645,21 @@ GOOD_INPUTS: tuple[GoodInput, ...] = (
         _check_html_dropped,
     ),
 )
+
+
+def multipart_body(fields: dict[str, str], *, file_name: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart body built by hand: the test client caps file names at 255 characters (as
+    UploadedFile does), a browser sends them whole."""
+    boundary = "----portal-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+        for key, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; '
+        f'filename="{file_name}"\r\nContent-Type: image/png\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"

@@ -558,3 +558,19 @@ def test_sample_dicom_with_pixel_spacing_is_accepted(clinician_client):
     assert image.source_bit_depth == 12
     assert [float(v) for v in image.dicom_metadata["PixelSpacing"]] == [0.35, 0.35]
     assert "WindowCenter" in image.dicom_metadata
+
+
+def test_a_1000_character_file_name_is_refused_for_that_reason(clinician_client, settings):
+    """Django refuses a multipart part whose headers pass 1024 bytes; the page said "The upload
+    could not be read." (issue 12, point 5)."""
+    body, content_type = builders.multipart_body(
+        {**_fields(), "csrfmiddlewaretoken": "x"},
+        file_name="x" * 996 + ".png",
+        data=builders.palette_png(),
+    )
+    response = clinician_client.post(URL, body, content_type=content_type, **XHR)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["code"] == "file_name_too_long"
+    assert "file name is too long" in answer["message"]
+    assert _stored_state(settings) == (0, 0, [])
