@@ -158,6 +158,8 @@ def test_promotion_refuses_a_candidate_that_localises_worse():
         "fractured_images": 80,
     }
     decision = promotion_decide(
+        test_positives=80,
+        test_negatives=400,
         comparison=comparison,
         candidate_sensitivity=0.9,
         active_sensitivity=0.9,
@@ -170,6 +172,8 @@ def test_promotion_refuses_a_candidate_that_localises_worse():
     fine = {**worse, "difference": 0.0, "lower": -0.04, "upper": 0.05}
     assert (
         promotion_decide(
+            test_positives=80,
+            test_negatives=400,
             comparison=comparison,
             candidate_sensitivity=0.9,
             active_sensitivity=0.9,
