@@ -27,6 +27,8 @@ from diagnosis.selectors.api import (
     ImageResults,
     prediction_row_pick,
 )
+from diagnosis.selectors.models import card_localises
+from diagnosis.selectors.predictions import prediction_candidates
 from diagnosis.selectors.reviews import case_review_stage
 
 
@@ -174,9 +176,13 @@ def _image_url(template: str, image_id: int) -> str:
 
 
 def prediction_data(
-    prediction: Mapping[str, Any], context: dict[str, Any], case_uuid: Any, image_id: int
+    prediction: Mapping[str, Any],
+    context: dict[str, Any],
+    case_uuid: Any,
+    image: ImageResults,
 ) -> dict:
     """PredictionOutputSerializer's fields from a prediction row of `api_case_detail`."""
+    image_id = image.id
     threshold = (prediction["thresholds"] or {}).get(prediction["operating_point"])
     heatmap_url = None
     if prediction["status"] == Prediction.Status.DONE and prediction["heatmap"]:
@@ -190,6 +196,12 @@ def prediction_data(
         "labels": {str(k): str(v) for k, v in (prediction["labels"] or {}).items()},
         "model_version": prediction["version"],
         "heatmap_url": heatmap_url,
+        "localises": card_localises({"localisation": prediction["localisation"]}),
+        "candidates": prediction_candidates(
+            prediction["candidates"] if prediction["status"] == Prediction.Status.DONE else [],
+            width=image.width,
+            height=image.height,
+        ),
         "error": prediction["error"],
         "finished_at": _iso(prediction["finished_at"], _tz(context)),
     }
@@ -216,9 +228,35 @@ def image_data(image: ImageResults, context: dict[str, Any], case_uuid: Any) -> 
         "file_url": _image_url(_image_url_templates(context, case_uuid)[0], image.id),
         "prediction": None
         if prediction is None
-        else prediction_data(prediction, context, case_uuid, image.id),
+        else prediction_data(prediction, context, case_uuid, image),
         "reads": [read_data(read, _tz(context)) for read in image.reads],
     }
+
+
+class CandidateOutputSerializer(serializers.Serializer):
+    """A suspected fracture site marked by the model."""
+
+    x0 = serializers.FloatField(help_text="Left edge, in pixels of the image (0 = left border).")
+    y0 = serializers.FloatField(help_text="Top edge, in pixels of the image (0 = top border).")
+    x1 = serializers.FloatField(help_text="Right edge, in pixels of the image (x1 > x0).")
+    y1 = serializers.FloatField(help_text="Bottom edge, in pixels of the image (y1 > y0).")
+    score = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        help_text=(
+            "The model's score for a fracture at this site, 0 to 1 (the strength of its mark, "
+            "not a calibrated probability: that is the prediction's `probability`)."
+        ),
+    )
+
+
+CANDIDATES_HELP = (
+    "Suspected fracture sites marked by the model, best first (at most the model's limit, above "
+    "the score cut chosen on validation). Boxes are in pixels of the canonical image that "
+    "`file_url` serves, whose size is the image's `width` x `height` (origin top-left, x to the "
+    "right, y down): divide by them for fractions. Empty when the model found no site, when the "
+    "prediction is not done, and always for a version that does not localise (`localises` false)."
+)
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -240,6 +278,13 @@ class PredictionOutputSerializer(serializers.Serializer):
     heatmap_url = serializers.URLField(
         allow_null=True, help_text="Grad-CAM heat-map (RGBA PNG); localisation is approximate."
     )
+    localises = serializers.BooleanField(
+        help_text=(
+            "Whether the model version marks suspected fracture sites (`candidates`); false for "
+            "a classifier-only version, whose `candidates` is always empty."
+        )
+    )
+    candidates = CandidateOutputSerializer(many=True, help_text=CANDIDATES_HELP)
     error = serializers.CharField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -259,8 +304,12 @@ class ImageOutputSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     position = serializers.IntegerField()
-    width = serializers.IntegerField()
-    height = serializers.IntegerField()
+    width = serializers.IntegerField(
+        help_text="Width of the canonical image in pixels (the frame of `candidates`)."
+    )
+    height = serializers.IntegerField(
+        help_text="Height of the canonical image in pixels (the frame of `candidates`)."
+    )
     source_format = serializers.ChoiceField(choices=XrayImage.SourceFormat.choices)
     file_url = serializers.URLField()
     prediction = PredictionOutputSerializer(allow_null=True)

@@ -127,6 +127,9 @@ _PREDICTION_VALUES = {
     "p_version": F("predictions__model_version__version"),
     "p_thresholds": F("predictions__model_version__thresholds"),
     "p_operating_point": F("predictions__model_version__default_operating_point"),
+    "p_candidates": F("predictions__candidates"),
+    # The card's localisation section (empty or absent for a classifier-only version).
+    "p_localisation": F("predictions__model_version__card__localisation"),
 }
 
 

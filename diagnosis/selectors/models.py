@@ -62,3 +62,16 @@ def model_version_operating_point(version: ModelVersion, name: str = "") -> dict
         "npv": point.get("npv"),
         "prevalence": prevalence,
     }
+
+
+def model_version_localises(version: ModelVersion | None) -> bool:
+    """Whether a version marks suspected fracture sites (its card has a localisation section);
+    a classifier-only version gives a probability and a heat-map but no candidates."""
+    return version is not None and card_localises(version.card)
+
+
+def card_localises(card: Any) -> bool:
+    """`model_version_localises` for a registered card (or its `localisation` section) as read
+    from the database."""
+    section = card.get("localisation") if isinstance(card, dict) else None
+    return isinstance(section, dict) and bool(section)

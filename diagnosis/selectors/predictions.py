@@ -5,8 +5,10 @@ Permission scoping goes through `case_get` (foreign cases raise NotFoundError ->
 
 from __future__ import annotations
 
+import math
 import uuid as uuid_lib
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
@@ -15,6 +17,39 @@ from diagnosis.models import Case, Prediction, XrayImage
 from diagnosis.selectors.cases import case_get
 
 IN_FLIGHT = (Case.Status.RECEIVED, Case.Status.QUEUED, Case.Status.PREDICTING)
+
+CANDIDATE_KEYS = ("x0", "y0", "x1", "y1", "score")
+
+
+def prediction_candidates(
+    candidates: Any, *, width: int | None = None, height: int | None = None
+) -> list[dict[str, float]]:
+    """A prediction's stored candidates as served: best first, each {"x0", "y0", "x1", "y1",
+    "score"} in pixels of the canonical image (origin top-left, x right, y down), the score in
+    [0, 1]. Boxes are clipped to `width` x `height` when given; an entry that is not a box with
+    positive area inside the image is left out (never shown half-read)."""
+    out: list[dict[str, float]] = []
+    if not isinstance(candidates, list):
+        return out
+    for raw in candidates:
+        if not isinstance(raw, dict):
+            continue
+        try:
+            box = {key: float(raw[key]) for key in CANDIDATE_KEYS}
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not all(math.isfinite(v) for v in box.values()):
+            continue
+        if width:
+            box["x0"], box["x1"] = max(0.0, box["x0"]), min(float(width), box["x1"])
+        if height:
+            box["y0"], box["y1"] = max(0.0, box["y0"]), min(float(height), box["y1"])
+        if box["x1"] <= box["x0"] or box["y1"] <= box["y0"]:
+            continue
+        box["score"] = min(1.0, max(0.0, box["score"]))
+        out.append(box)
+    out.sort(key=lambda box: -box["score"])  # stable: equal scores keep the model's order
+    return out
 
 
 @dataclass

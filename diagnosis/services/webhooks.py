@@ -40,7 +40,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from diagnosis.exceptions import DomainError
-from diagnosis.models import AuditEvent, Case, WebhookDelivery
+from diagnosis.models import AuditEvent, Case, Prediction, WebhookDelivery
+from diagnosis.selectors.models import model_version_localises
+from diagnosis.selectors.predictions import prediction_candidates
 from diagnosis.selectors.reads import case_final_reading
 from diagnosis.services.audit import audit_record
 
@@ -313,7 +315,9 @@ def _post_via_proxy(*, url: str, body: bytes, headers: dict[str, str]) -> reques
 
 
 def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
-    """The event body: ids, status and the result summary; the client fetches details by API."""
+    """The event body: ids, status and the result summary (with the model's candidate boxes in
+    pixels of the canonical image, whose size each image carries); the client fetches details by
+    API."""
     images = []
     for image in case.images.all().order_by("position"):
         prediction = (
@@ -323,6 +327,9 @@ def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
             {
                 "id": image.pk,
                 "position": image.position,
+                # The frame of the candidates' pixel boxes (the canonical image's size).
+                "width": image.width,
+                "height": image.height,
                 "prediction": None
                 if prediction is None
                 else {
@@ -330,6 +337,14 @@ def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
                     "probability": prediction.probability,
                     "label": prediction.label or None,
                     "model_version": prediction.model_version.version,
+                    "localises": model_version_localises(prediction.model_version),
+                    "candidates": prediction_candidates(
+                        prediction.candidates
+                        if prediction.status == Prediction.Status.DONE
+                        else [],
+                        width=image.width,
+                        height=image.height,
+                    ),
                 },
             }
         )

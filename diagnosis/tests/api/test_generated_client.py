@@ -191,6 +191,11 @@ def test_generated_python_client_does_the_whole_flow(
     assert prediction.label.value in {"fractured", "not_fractured"}
     assert prediction.heatmap_url.endswith(f"/images/{image.id}/heatmap/")
     assert isinstance(image.id, int)
+    # A classifier-only version (the tiny test model) marks no sites, and says so.
+    assert prediction.localises is False
+    assert prediction.candidates == []
+    assert image.width > 0  # the frame candidates are drawn in
+    assert image.height > 0
 
     # Downloads are bytes; their errors are parsed JSON.
     heatmap = cases_heatmap_download.sync_detailed(case_id, image.id, client=clin)
@@ -335,6 +340,7 @@ def test_openapi_generator_python_client_does_the_flow(
         assert case.status == "predicted"
         image = case.images[0]
         assert 0.0 <= image.prediction.probability <= 1.0
+        assert (image.prediction.localises, image.prediction.candidates) == (False, [])
         # (case, image) in the URL's order; downloads are bytes
         assert cases.cases_heatmap_download(case_id, image.id).startswith(PNG_MAGIC)
         assert cases.cases_image_download(case_id, image.id).startswith(PNG_MAGIC)

@@ -34,6 +34,16 @@ export async function flow(baseUrl: string, token: string, files: Blob[]): Promi
   const image = detail.images[0];
   const probability: number | null = image.prediction?.probability ?? null;
   console.log(detail.status, probability, image.prediction?.label);
+  // The model's suspected fracture sites, in pixels of the canonical image: as fractions to draw
+  // them on a resized copy.
+  const sites = (image.prediction?.candidates ?? []).map((c) => ({
+    x: c.x0 / image.width,
+    y: c.y0 / image.height,
+    w: (c.x1 - c.x0) / image.width,
+    h: (c.y1 - c.y0) / image.height,
+    score: c.score,
+  }));
+  console.log(image.prediction?.localises ? `${sites.length} suspected sites` : "no site marking");
 
   const listed = await api.GET("/api/v1/cases/", {
     params: { query: { status: "predicted", body_part: "hand", page_size: 50 } },
