@@ -7,9 +7,9 @@ from typing import Any
 
 from django import template
 
-from diagnosis.models import Case, Label, Prediction
-from diagnosis.selectors.models import model_version_operating_point
-from diagnosis.selectors.predictions import CaseResults, case_results
+from diagnosis.models import Case, Label, Prediction, XrayImage
+from diagnosis.selectors.models import model_version_localises, model_version_operating_point
+from diagnosis.selectors.predictions import CaseResults, case_results, prediction_candidates
 
 register = template.Library()
 
@@ -50,6 +50,56 @@ def model_suggestion(prediction: Prediction | None) -> dict[str, Any] | None:
         "point": point,
         "version": prediction.model_version.version,
     }
+
+
+@register.simple_tag
+def model_marks(prediction: Prediction | None, image: XrayImage) -> dict[str, Any] | None:
+    """The suspected fracture sites a finished prediction marks, ready to draw over the image in
+    an SVG whose viewBox is the canonical image's pixels: `localises` (False for a
+    classifier-only version, which marks nothing), `count`, `boxes` best first (each x, y, w, h,
+    score, rank and where its score label goes) and label sizes in image pixels. None when there
+    is no finished result."""
+    if prediction is None or prediction.status != Prediction.Status.DONE:
+        return None
+    width, height = image.width, image.height
+    localises = model_version_localises(prediction.model_version)
+    candidates = (
+        prediction_candidates(prediction.candidates, width=width, height=height)
+        if localises
+        else []
+    )
+    # Labels about 1/28 of the longer side: some 11-14 screen pixels at the page's image widths.
+    font = max(8.0, max(width, height) / 28)
+    boxes = []
+    for rank, box in enumerate(candidates, start=1):
+        above = box["y0"] - font * 0.3
+        boxes.append(
+            {
+                "rank": rank,
+                "x": box["x0"],
+                "y": box["y0"],
+                "w": box["x1"] - box["x0"],
+                "h": box["y1"] - box["y0"],
+                "score": box["score"],
+                # Above the box, or inside its top edge when the box touches the image's top.
+                "label_x": min(box["x0"], max(0.0, width - 3.2 * font)),
+                "label_y": above if above - font >= 0 else box["y0"] + font,
+            }
+        )
+    return {
+        "localises": localises,
+        "count": len(boxes),
+        "boxes": boxes,
+        "font": round(font, 1),
+        "outline": round(font / 5, 2),
+        "viewbox": f"0 0 {width} {height}",
+    }
+
+
+@register.filter
+def score(value: float | None) -> str:
+    """A candidate's score in [0, 1] with two decimals: 0.8134 -> '0.81'."""
+    return "—" if value is None else f"{float(value):.2f}"
 
 
 @register.filter

@@ -1,4 +1,6 @@
-/* Case page: live progress while the model works (polls the status JSON), heat-map controls.
+/* Case page: live progress while the model works (polls the status JSON), each image's result
+   shown as it arrives (the page is fetched again and the changed parts swapped in, no reload),
+   heat-map and model-marks controls.
    No inline script or style attributes (CSP): sizes and opacities are set through the CSSOM. */
 (function () {
   "use strict";
@@ -32,22 +34,86 @@
     if (heatmap.complete && heatmap.naturalWidth) { check(); } else { heatmap.addEventListener("load", check); }
   }
 
+  /* The model's marks (suspected fracture sites, drawn by the server as an SVG layer): shown or
+     hidden with the figure's "Model marks" toggle. */
+  function initMarksControls(figure) {
+    var marks = figure.querySelector("svg.model-marks");
+    var toggle = figure.querySelector(".marks-toggle");
+    if (!marks || !toggle) { return; }
+    function apply() { marks.classList.toggle("hidden", !toggle.checked); }
+    toggle.addEventListener("change", apply);
+    apply();
+  }
+
+  function initFigure(figure) {
+    if (figure.dataset.controlsReady) { return; }
+    figure.dataset.controlsReady = "1";
+    initMarksControls(figure);
+    var heatmap = figure.querySelector("img.heatmap");
+    var toggle = figure.querySelector(".heatmap-toggle");
+    var slider = figure.querySelector(".heatmap-opacity");
+    if (!heatmap) { return; }
+    function apply() {
+      var visible = !toggle || toggle.checked;
+      heatmap.classList.toggle("hidden", !visible);
+      if (slider) { heatmap.style.opacity = String(Number(slider.value) / 100); }
+    }
+    if (toggle) { toggle.addEventListener("change", apply); }
+    if (slider) { slider.addEventListener("input", apply); }
+    apply();
+    markEmpty(figure, heatmap);
+  }
+
   function initHeatmapControls(root) {
-    root.querySelectorAll("figure.result").forEach(function (figure) {
-      var heatmap = figure.querySelector("img.heatmap");
-      var toggle = figure.querySelector(".heatmap-toggle");
-      var slider = figure.querySelector(".heatmap-opacity");
-      if (!heatmap) { return; }
-      function apply() {
-        var visible = !toggle || toggle.checked;
-        heatmap.classList.toggle("hidden", !visible);
-        if (slider) { heatmap.style.opacity = String(Number(slider.value) / 100); }
-      }
-      if (toggle) { toggle.addEventListener("change", apply); }
-      if (slider) { slider.addEventListener("input", apply); }
-      apply();
-      markEmpty(figure, heatmap);
-    });
+    root.querySelectorAll("figure.result").forEach(initFigure);
+  }
+
+  /* Swap `current` for the element with the same id in the freshly rendered page (or remove it
+     when the page no longer has one). */
+  function swapById(doc, id) {
+    var current = document.getElementById(id);
+    var fresh = doc.getElementById(id);
+    if (current && fresh) {
+      current.replaceWith(document.importNode(fresh, true));
+    } else if (current) {
+      current.remove();
+    }
+  }
+
+  /* Show the results that arrived without reloading the page: fetch the page as the server now
+     renders it and replace, in place, the parts that changed: the headline, the status and
+     actions, the progress or failure notice, the radiologist's reading, and each image whose
+     prediction changed state (its result, heat-map and marks). Images whose state is unchanged
+     keep their element, so focus and toggles stay where the user left them. */
+  function refresh(root) {
+    return fetch(window.location.href, {
+      credentials: "same-origin",
+      headers: { Accept: "text/html" },
+      cache: "no-store",
+    })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.text();
+      })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("case-results");
+        if (!fresh) { throw new Error("no results in the page"); }
+        ["case-headline", "case-actions", "review-result"].forEach(function (id) { swapById(doc, id); });
+        var state = root.querySelector("#results-state");
+        var freshState = fresh.querySelector("#results-state");
+        if (state && freshState) { state.replaceWith(document.importNode(freshState, true)); }
+        fresh.querySelectorAll("figure.result").forEach(function (figure) {
+          var current = document.getElementById(figure.id);
+          if (current && current.dataset.state === figure.dataset.state) { return; }
+          var node = document.importNode(figure, true);
+          if (current) { current.replaceWith(node); } else { root.querySelector(".image-grid").appendChild(node); }
+          initFigure(node);
+        });
+        root.dataset.status = fresh.dataset.status;
+        root.dataset.inFlight = fresh.dataset.inFlight;
+        return fresh.dataset.inFlight === "1";
+      });
   }
 
   function setProgress(root, data) {
@@ -72,6 +138,13 @@
     }
   }
 
+  /* The prediction status an image's figure shows ("done", "running", ... or "none"). */
+  function shownStatus(imageId) {
+    var figure = document.getElementById("image-" + imageId);
+    var state = figure ? figure.dataset.state || "none" : "none";
+    return state === "none" ? state : state.slice(state.indexOf("-") + 1);
+  }
+
   function poll(root) {
     var url = root.dataset.statusUrl;
     var delay = 1500;
@@ -88,12 +161,20 @@
         .then(function (data) {
           delay = data.poll_ms || 1500;
           setProgress(root, data);
-          if (!data.in_flight || (data.status !== lastStatus && data.status === "failed")) {
-            window.location.reload();  // the server renders the final results
-            return;
-          }
+          var arrived = data.images.some(function (image) {
+            var finished = image.prediction === "done" || image.prediction === "failed";
+            return finished && shownStatus(image.id) !== image.prediction;
+          });
+          var failed = data.status !== lastStatus && data.status === "failed";
           lastStatus = data.status;
-          schedule();
+          if (!arrived && !failed && data.in_flight) { schedule(); return; }
+          // A result arrived (or the case finished or failed): show it in place.
+          refresh(root).then(function (stillInFlight) {
+            setProgress(root, null);
+            if (stillInFlight) { schedule(); }
+          }).catch(function () {
+            window.location.reload();  // the server renders the results
+          });
         })
         .catch(function (error) {
           if (error && error.message === "gone") { return; }
