@@ -35,21 +35,22 @@ def main() -> None:
 
     import cv2
 
-    from ml import registry
     from ml.data import load_records, split_records
-    from ml.gradcam import gradcam_batch, overlay
-    from ml.inference import calibrated
-    from ml.preprocess import letterbox_geometry, preprocess, read_image, unletterbox
+    from ml.gradcam import overlay
+    from ml.preprocess import letterbox_geometry, read_image, unletterbox
+    from ml.serving import Predictor
 
-    model, card = registry.load(args.model)
+    predictor = Predictor.load(args.model)  # the served graph, as the workers load it
+    card = predictor.card
+    assert card is not None
     size = card.spec.size
     records = split_records(load_records(args.data), args.split)
     rows = []
     for start in range(0, len(records), 32):
         chunk = records[start : start + 32]
-        x = np.stack([preprocess(read_image(r.path), card.spec) for r in chunk])
-        logits, maps = gradcam_batch(model, x, layer=card.gradcam_layer)
-        probs = calibrated(logits, card.temperature)
+        x = np.stack([predictor.prepare(read_image(r.path)) for r in chunk])
+        raw = predictor.raw_outputs(x, gradcam=True)
+        maps, probs = raw["cam"], predictor.probabilities(raw)
         for r, hm, prob in zip(chunk, maps, probs, strict=True):
             full = cv2.resize(hm, (size, size), interpolation=cv2.INTER_LINEAR)
             top, left, h, w = letterbox_geometry(read_image(r.path).shape, size)
@@ -105,8 +106,7 @@ def main() -> None:
         for row in members[: args.per_group]:
             rec = by_id[row["id"]]
             image = read_image(rec.path)
-            x = preprocess(image, card.spec)[np.newaxis]
-            _, maps = gradcam_batch(model, x, layer=card.gradcam_layer)
+            maps = predictor.raw_outputs(predictor.prepare(image)[np.newaxis], gradcam=True)["cam"]
             ov = overlay(image, unletterbox(maps[0], image.shape, size))
             name = f"{group.replace(' ', '_')}_{row['id']}.png"
             cv2.imwrite(str(args.out / name), cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))

@@ -4,9 +4,9 @@
 
 Measures, on the same model in the same run:
 - latency of one image, end to end: decode + preprocess + predict + Grad-CAM (one forward/backward pass
-  through `ml.gradcam.gradcam_batch`), p50/p95 over --n runs after warm-up;
-- batched throughput of the same work (`gradcam_batch` on --batch images at a time);
-- batched predict-only throughput (`ml.inference.predict`);
+  through `ml.serving.Predictor`, the graph the workers serve), p50/p95 over --n runs after warm-up;
+- batched throughput of the same work (the predictor on --batch images at a time);
+- batched predict-only throughput (the predictor without Grad-CAM);
 - the naive baseline most apps use: `model.predict(x[None])` per image (predict only), and the naive
   Grad-CAM of the Keras example (a new gradient model and an eager tape per image, a second forward pass).
 Prints a JSON summary (also written to bench/results/ml_speed.json).
@@ -45,12 +45,19 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from ml import registry
-    from ml.gradcam import gradcam_batch
-    from ml.inference import predict
-    from ml.preprocess import decode_image, preprocess
+    from ml.preprocess import decode_image
+    from ml.serving import Predictor
 
-    model, card = registry.load(args.model)
+    predictor = Predictor.load(args.model)  # the served graph, as the workers load it
+    model, card = predictor.model, predictor.card
+    assert card is not None
+
+    def gradcam_pass(x: np.ndarray) -> dict:
+        return predictor.raw_outputs(x, gradcam=True, pass_size=len(x))
+
+    def predict_pass(x: np.ndarray) -> dict:
+        return predictor.raw_outputs(x, pass_size=len(x))
+
     paths = sorted(
         q for q in args.images.iterdir() if q.suffix.lower() in (".jpg", ".jpeg", ".png")
     )
@@ -61,16 +68,16 @@ def main() -> None:
     work = [blobs[i % len(blobs)] for i in range(total)]
 
     def prep(blob: bytes) -> np.ndarray:
-        return preprocess(decode_image(blob), card.spec)
+        return predictor.prepare(decode_image(blob))
 
     # warm-up (traces the compiled functions for batch 1 and the batch size)
     x1 = prep(work[0])[np.newaxis]
     for _ in range(3):
-        gradcam_batch(model, x1, layer=card.gradcam_layer)
-        predict(model, x1)
+        gradcam_pass(x1)
+        predict_pass(x1)
     xb = np.stack([prep(b) for b in work[: args.batch]])
-    gradcam_batch(model, xb, layer=card.gradcam_layer)
-    predict(model, xb, batch_size=args.batch)
+    gradcam_pass(xb)
+    predict_pass(xb)
 
     # 1. single image end to end
     stages: dict[str, list[float]] = {"preprocess": [], "predict_gradcam": [], "total": []}
@@ -78,7 +85,7 @@ def main() -> None:
         t0 = time.perf_counter()
         x = prep(blob)[np.newaxis]
         t1 = time.perf_counter()
-        gradcam_batch(model, x, layer=card.gradcam_layer)
+        gradcam_pass(x)
         t2 = time.perf_counter()
         stages["preprocess"].append(t1 - t0)
         stages["predict_gradcam"].append(t2 - t1)
@@ -92,8 +99,8 @@ def main() -> None:
             fn(chunk)
         return total / (time.perf_counter() - t0)
 
-    batched_gc = batched(lambda c: gradcam_batch(model, c, layer=card.gradcam_layer))
-    batched_pred = batched(lambda c: predict(model, c, batch_size=args.batch))
+    batched_gc = batched(gradcam_pass)
+    batched_pred = batched(predict_pass)
 
     # 3. naive: model.predict one image at a time; Keras-example Grad-CAM per image
     model.predict(x1, verbose=0)

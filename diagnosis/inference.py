@@ -82,18 +82,21 @@ def artifact_dir_for_storage(path: Path) -> str:
 
 
 def _card_info(card: ModelCard) -> CardInfo:
-    data = card.to_dict()
+    """The card as plain JSON values (`ml.registry.json_safe`: a NaN sensitivity on a subgroup
+    without positives becomes null, which jsonb and SQLite's JSON_VALID accept)."""
+    from ml.registry import json_safe
+
     return CardInfo(
         version=card.version,
         architecture=card.architecture,
-        input_spec=card.spec.to_dict(),
+        input_spec=json_safe(card.spec.to_dict()),
         gradcam_layer=card.gradcam_layer,
-        thresholds={k: float(v) for k, v in card.thresholds.items()},
+        thresholds=json_safe({k: float(v) for k, v in card.thresholds.items()}),
         default_operating_point=card.default_operating_point,
         temperature=float(card.temperature),
-        metrics=dict(card.metrics),
+        metrics=json_safe(dict(card.metrics)),
         sha256=card.sha256,
-        card=data,
+        card=json_safe(card.to_dict()),
     )
 
 

@@ -161,7 +161,8 @@ def train_model(
         data_dir,
         out_dir,
         init_from=init_from,
-        progress=progress,
+        # Progress reaches the service as plain JSON values, floats rounded to 5 digits.
+        progress=lambda info: progress(registry.json_safe(info, digits=5)),
         should_stop=should_stop,
         work_dir=work_dir,
         show_progress=False,

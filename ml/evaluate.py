@@ -31,10 +31,6 @@ logger = logging.getLogger(__name__)
 BOOTSTRAP = 2000
 
 
-def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 def summarise(
     y: npt.ArrayLike,
     prob: npt.ArrayLike,
@@ -110,43 +106,62 @@ def per_group(
     return table
 
 
-def plot_roc(
-    y: npt.ArrayLike, prob: npt.ArrayLike, card: ModelCard, path: Path, title: str
-) -> Path:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fpr, tpr, _ = metrics.roc_curve(y, prob)
+    return plt
+
+
+def _save(fig: Any, path: Path, legend: str) -> Path:
+    fig.axes[0].legend(loc=legend, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_roc(
+    y: npt.ArrayLike,
+    curves: dict[str, npt.ArrayLike],
+    path: Path,
+    title: str,
+    *,
+    thresholds: dict[str, float] | None = None,
+) -> Path:
+    """ROC curves of one or more models on the same images (PNG), with each named operating
+    point of `thresholds` marked on the first curve. The one ROC plot: evaluation reports and the
+    promotion gate's candidate-versus-active comparison."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    ax.plot(fpr, tpr, lw=1.8, label=f"AUROC {metrics.auroc(y, prob):.3f}")
+    both = 0 < int(np.sum(np.asarray(y))) < np.asarray(y).size
+    for name, prob in curves.items():
+        if both:
+            fpr, tpr, _ = metrics.roc_curve(y, prob)
+            ax.plot(fpr, tpr, lw=1.8, label=f"{name}: AUROC {metrics.auroc(y, prob):.3f}")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    for i, (name, t) in enumerate(card.thresholds.items()):
-        r = metrics.at_threshold(y, prob, t)
+    first = next(iter(curves.values()), None)
+    for i, (name, t) in enumerate((thresholds or {}).items()):
+        if first is None or not both:
+            break
+        r = metrics.at_threshold(y, first, t)
         ax.plot(
             1 - r["specificity"],
             r["sensitivity"],
             "o",
-            color=f"C{i + 1}",
+            color=f"C{i + 3}",
             label=f"{name} (t={t:.2f})",
         )
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "lower right")
 
 
 def plot_pr(y: npt.ArrayLike, prob: npt.ArrayLike, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     y = np.asarray(y, np.float64)
     prob = np.asarray(prob, np.float64)
     order = np.argsort(-prob, kind="mergesort")
@@ -159,40 +174,30 @@ def plot_pr(y: npt.ArrayLike, prob: npt.ArrayLike, path: Path, title: str) -> Pa
     ax.set_xlabel("recall (sensitivity)")
     ax.set_ylabel("precision (PPV)")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "upper right")
 
 
 def plot_reliability(
-    y: npt.ArrayLike, prob: npt.ArrayLike, raw: npt.ArrayLike, path: Path, title: str
+    y: npt.ArrayLike, curves: dict[str, npt.ArrayLike], path: Path, title: str
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Reliability diagrams (observed fracture rate per bin of predicted probability) of one or
+    more sets of probabilities on the same images (PNG), each with its ECE. The one calibration
+    plot: before/after temperature in evaluation reports, candidate/active at the gate."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    for p, label, color in ((raw, "before (T=1)", "C3"), (prob, "after temperature", "C0")):
-        rows = [r for r in metrics.reliability(y, p) if r["count"]]
+    for name, prob in curves.items():
+        rows = [r for r in metrics.reliability(y, prob) if r["count"]]
         ax.plot(
             [r["confidence"] for r in rows],
             [r["accuracy"] for r in rows],
             "o-",
-            color=color,
-            label=f"{label}: ECE {metrics.ece(y, p):.3f}",
+            label=f"{name}: ECE {metrics.ece(y, prob):.3f}",
         )
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed fraction fractured")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "upper left")
 
 
 @dataclass
@@ -239,7 +244,7 @@ def score_split(
             scores.ids.append(record.id)
             scores.labels.append(int(record.label))
             scores.probabilities.append(result.probability)
-            scores.raw_probabilities.append(float(_sigmoid(np.float64(result.logit))))
+            scores.raw_probabilities.append(float(metrics.sigmoid(result.logit)))
             scores.body_parts.append(record.body_part)
             scores.shapes.append((int(image.shape[0]), int(image.shape[1])))
             scores.boxes.append(list(boxes.get(record.id, [])))
@@ -360,10 +365,19 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         title = f"{card.version} on {split} (n={len(y)})"
         result["plots"] = {
-            "roc": plot_roc(y, prob, card, out_dir / f"roc_{split}.png", title).name,
+            "roc": plot_roc(
+                y,
+                {card.version: prob},
+                out_dir / f"roc_{split}.png",
+                title,
+                thresholds=card.thresholds,
+            ).name,
             "pr": plot_pr(y, prob, out_dir / f"pr_{split}.png", title).name,
             "reliability": plot_reliability(
-                y, prob, raw, out_dir / f"reliability_{split}.png", title
+                y,
+                {"before (T=1)": raw, "after temperature": prob},
+                out_dir / f"reliability_{split}.png",
+                title,
             ).name,
         }
         (out_dir / f"metrics_{split}.json").write_text(
@@ -470,38 +484,11 @@ def _gate_plots(
     labels: list[int], curves: dict[str, list[float]], out_dir: Path
 ) -> dict[str, Path]:
     """ROC curves and reliability diagrams of the models on the same images (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    both = 0 < sum(labels) < len(labels)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    for name, probs in curves.items():
-        if both:
-            fpr, tpr, _ = metrics.roc_curve(labels, probs)
-            ax.plot(fpr, tpr, label=f"{name} (AUROC {metrics.auroc(labels, probs):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, frozen test split")
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "roc.png")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    for name, probs in curves.items():
-        rows = [r for r in metrics.reliability(labels, probs) if r["count"]]
-        ax.plot(
-            [r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name
-        )
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="predicted probability", ylabel="observed fracture rate", title="Calibration")
-    ax.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "calibration.png")
-    plt.close(fig)
-    return {"roc": out_dir / "roc.png", "calibration": out_dir / "calibration.png"}
+    return {
+        "roc": plot_roc(labels, curves, out_dir / "roc.png", "ROC, frozen test split"),
+        "calibration": plot_reliability(labels, curves, out_dir / "calibration.png", "Calibration"),
+    }
 
 
 @dataclass(frozen=True)

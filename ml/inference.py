@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ml import metrics
+
 if TYPE_CHECKING:
     import keras
 
@@ -53,8 +55,8 @@ def predict_logits(
 
 
 def sigmoid(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    x = np.asarray(x, dtype=np.float64)
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
+    """`ml.metrics.sigmoid` as float32 (what serving stores)."""
+    return metrics.sigmoid(x).astype(np.float32)
 
 
 def calibrated(logits: npt.ArrayLike, temperature: float = 1.0) -> npt.NDArray[np.float32]:

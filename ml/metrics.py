@@ -166,8 +166,10 @@ def reliability(y_true: npt.ArrayLike, prob: npt.ArrayLike, bins: int = 10) -> l
     return rows
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+def sigmoid(x: npt.ArrayLike) -> FloatArray:
+    """The logistic function in float64, written with tanh (no overflow for large |x|). The one
+    sigmoid of the project: serving (`ml.inference.calibrated`), calibration and evaluation."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
 def nll(y_true: npt.ArrayLike, logits: npt.ArrayLike, temperature: float = 1.0) -> float:
@@ -234,7 +236,7 @@ def fit_platt(y_true: npt.ArrayLike, logits: npt.ArrayLike) -> tuple[float, floa
     y, z = _check(y_true, logits)
     a, b = 1.0, 0.0
     for _ in range(100):
-        p = _sigmoid(a * z + b)
+        p = sigmoid(a * z + b)
         w = np.clip(p * (1 - p), 1e-12, None)
         grad = np.array([np.sum((p - y) * z), np.sum(p - y)])
         hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]])

@@ -93,17 +93,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: Any, *, digits: int | None = None) -> Any:
     """Recursively replace NaN/infinite floats by None (strict JSON: jsonb, browsers), numpy scalars
-    by Python numbers."""
+    by Python numbers, tuples by lists and keys by strings; with `digits`, round the floats.
+
+    The one JSON-safe conversion of the project: model cards, evaluation reports, the registry rows
+    (through `diagnosis.inference`) and training progress (through `diagnosis.training_bridge`)."""
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v, digits=digits) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, digits=digits) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if digits is not None:
+            return round(value, digits)
     return value
 
 

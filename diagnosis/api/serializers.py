@@ -21,14 +21,9 @@ from diagnosis.models import (
     Review,
     XrayImage,
 )
-from diagnosis.selectors.api import (
-    CASE_LIST_COLUMNS,
-    CaseDetail,
-    ImageResults,
-    prediction_row_pick,
-)
+from diagnosis.selectors.api import CASE_LIST_COLUMNS, CaseDetail, ImageDetail
 from diagnosis.selectors.models import card_localises
-from diagnosis.selectors.predictions import prediction_candidates
+from diagnosis.selectors.predictions import prediction_candidates, prediction_row_current
 from diagnosis.selectors.reviews import case_review_stage
 
 
@@ -179,7 +174,7 @@ def prediction_data(
     prediction: Mapping[str, Any],
     context: dict[str, Any],
     case_uuid: Any,
-    image: ImageResults,
+    image: ImageDetail,
 ) -> dict:
     """PredictionOutputSerializer's fields from a prediction row of `api_case_detail`."""
     image_id = image.id
@@ -217,8 +212,8 @@ def read_data(read: Mapping[str, Any], tz: tzinfo | None = None) -> dict[str, An
     }
 
 
-def image_data(image: ImageResults, context: dict[str, Any], case_uuid: Any) -> dict[str, Any]:
-    prediction = prediction_row_pick(image.predictions)
+def image_data(image: ImageDetail, context: dict[str, Any], case_uuid: Any) -> dict[str, Any]:
+    prediction = prediction_row_current(image.predictions)
     return {
         "id": image.id,
         "position": image.position,
@@ -359,15 +354,15 @@ class CaseDetailOutputSerializer(CaseListOutputSerializer):
         return data
 
     @staticmethod
-    def _model_version(images: list[ImageResults]) -> str | None:
+    def _model_version(images: list[ImageDetail]) -> str | None:
         for image in images:
-            prediction = prediction_row_pick(image.predictions)
+            prediction = prediction_row_current(image.predictions)
             if prediction is not None:
                 return prediction["version"]
         return None
 
     @staticmethod
-    def _review(case: Case, images: list[ImageResults], tz: tzinfo) -> dict[str, Any]:
+    def _review(case: Case, images: list[ImageDetail], tz: tzinfo) -> dict[str, Any]:
         reads = [read for image in images for read in image.reads]
         last = max(reads, key=lambda r: (r["created_at"], r["id"]), default=None)
         if case.status == Case.Status.REVIEWED:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid as uuid_lib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -27,6 +26,7 @@ from diagnosis.models import (
     XrayImage,
 )
 from diagnosis.selectors.cases import case_list
+from diagnosis.selectors.predictions import prediction_current
 from diagnosis.selectors.reads import reader_display_name, reads_visible
 
 User = AbstractBaseUser | AnonymousUser
@@ -95,7 +95,7 @@ def api_case_get(*, user: User, case_uuid: uuid_lib.UUID | str) -> Case:
 
 
 @dataclass(frozen=True)
-class ImageResults:
+class ImageDetail:
     """An image of a case detail with its predictions (newest first) and reads (in order)."""
 
     id: int
@@ -110,7 +110,7 @@ class ImageResults:
 @dataclass(frozen=True)
 class CaseDetail:
     case: Case
-    images: list[ImageResults]
+    images: list[ImageDetail]
 
 
 # Per image, one row per prediction (LEFT JOIN: one row of NULLs when there is none), with the
@@ -168,11 +168,11 @@ def api_case_detail(*, user: User, case_uuid: uuid_lib.UUID | str) -> CaseDetail
             user_id=read["reviewer_id"],
         )
         reads.setdefault(read["image_id"], []).append(read)
-    images: dict[int, ImageResults] = {}
+    images: dict[int, ImageDetail] = {}
     for row in image_rows:
         image = images.get(row["id"])
         if image is None:
-            image = images[row["id"]] = ImageResults(
+            image = images[row["id"]] = ImageDetail(
                 id=row["id"],
                 position=row["position"],
                 width=row["width"],
@@ -198,32 +198,11 @@ def api_image_get(*, user: User, case_uuid: uuid_lib.UUID | str, image_id: int) 
         raise NotFoundError("Image not found.") from exc
 
 
-def prediction_pick(predictions: Iterable[Prediction]) -> Prediction | None:
-    """The result to show for an image: the newest finished prediction (whatever version is
-    active now, since that is the one the reads were made against), else the newest attempt.
-    `predictions` is ordered newest first."""
-    predictions = list(predictions)
-    for prediction in predictions:
-        if prediction.status == Prediction.Status.DONE:
-            return prediction
-    return predictions[0] if predictions else None
-
-
-def prediction_row_pick(predictions: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """`prediction_pick` for the prediction rows of `api_case_detail`."""
-    for prediction in predictions:
-        if prediction["status"] == Prediction.Status.DONE:
-            return prediction
-    return predictions[0] if predictions else None
-
-
 def api_heatmap_prediction_get(
     *, user: User, case_uuid: uuid_lib.UUID | str, image_id: int
 ) -> Prediction:
     image = api_image_get(user=user, case_uuid=case_uuid, image_id=image_id)
-    prediction = prediction_pick(
-        image.predictions.select_related("model_version").order_by("-created_at", "-pk")
-    )
+    prediction = prediction_current(image.predictions.select_related("model_version"))
     if prediction is None or prediction.status != Prediction.Status.DONE or not prediction.heatmap:
         raise NotFoundError("No heat-map for this image yet.")
     return prediction

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import math
 import uuid as uuid_lib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import Case, Prediction, XrayImage
 from diagnosis.selectors.cases import case_get
+
+T = TypeVar("T")
 
 IN_FLIGHT = (Case.Status.RECEIVED, Case.Status.QUEUED, Case.Status.PREDICTING)
 
@@ -53,7 +56,7 @@ def prediction_candidates(
 
 
 @dataclass
-class ImageResult:
+class ImageWithPrediction:
     image: XrayImage
     prediction: Prediction | None
     threshold: float | None = None
@@ -62,7 +65,7 @@ class ImageResult:
 @dataclass
 class CaseResults:
     case: Case
-    items: list[ImageResult] = field(default_factory=list)
+    items: list[ImageWithPrediction] = field(default_factory=list)
     done: int = 0
     failed: int = 0
 
@@ -79,14 +82,33 @@ class CaseResults:
         return round(100 * (self.done + self.failed) / self.total) if self.total else 0
 
 
-def _current(predictions: list[Prediction]) -> Prediction | None:
-    """The newest finished prediction (a new version's result replaces the old one once done),
-    else the newest one in any state."""
-    ordered = sorted(predictions, key=lambda p: (p.created_at, p.pk), reverse=True)
-    for prediction in ordered:
-        if prediction.status == Prediction.Status.DONE:
-            return prediction
+def _pick(ordered: Sequence[T], status: Callable[[T], str]) -> T | None:
+    for item in ordered:
+        if status(item) == Prediction.Status.DONE:
+            return item
     return ordered[0] if ordered else None
+
+
+def prediction_current(predictions: Iterable[Prediction]) -> Prediction | None:
+    """Which of an image's predictions is current: the newest finished one (a new version's result
+    replaces the old one once done; whatever version is active now, since the reads were made
+    against it), else the newest attempt in any state. The one home of this rule: the case pages,
+    the review screen, the API and the heat-map downloads all use it."""
+    return _pick(sorted(predictions, key=lambda p: (p.created_at, p.pk), reverse=True), _status)
+
+
+def prediction_row_current(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """`prediction_current` for prediction value rows already ordered newest first (created_at,
+    then id), as `api_case_detail` reads them."""
+    return _pick(rows, _row_status)
+
+
+def _status(prediction: Prediction) -> str:
+    return prediction.status
+
+
+def _row_status(row: dict[str, Any]) -> str:
+    return str(row["status"])
 
 
 def case_results(*, case: Case) -> CaseResults:
@@ -97,14 +119,16 @@ def case_results(*, case: Case) -> CaseResults:
         by_image[prediction.image_id].append(prediction)
     results = CaseResults(case=case)
     for image in images:
-        current = _current(by_image[image.pk])
+        current = prediction_current(by_image[image.pk])
         threshold = None
         if current is not None:
             version = current.model_version
             threshold = version.thresholds.get(version.default_operating_point)
             results.done += current.status == Prediction.Status.DONE
             results.failed += current.status == Prediction.Status.FAILED
-        results.items.append(ImageResult(image=image, prediction=current, threshold=threshold))
+        results.items.append(
+            ImageWithPrediction(image=image, prediction=current, threshold=threshold)
+        )
     return results
 
 
@@ -123,7 +147,7 @@ def prediction_get_for_image(
     predictions = Prediction.objects.filter(image_id=image_pk)
     if prediction_id is not None:
         predictions = predictions.filter(pk=prediction_id)
-    current = _current(list(predictions))
+    current = prediction_current(predictions)
     if current is None or current.status != Prediction.Status.DONE or not current.heatmap:
         raise NotFoundError("No heat-map for this image yet.")
     return case, current

@@ -15,7 +15,7 @@ display name (`reader_display_name`), never by user name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -32,6 +32,17 @@ def user_is_portal_admin(user: User) -> bool:
         and user.is_authenticated
         and (user.is_superuser or user.has_perm("diagnosis.manage_models"))
     )
+
+
+def reads_agreed_label(labels: Mapping[int, str]) -> str | None:
+    """An image's agreed label from its reads' labels by read number: the adjudication if any,
+    else the label every read gave; None while reads disagree (they wait for adjudication) or
+    when there is no read. The one home of this rule: the review workflow (does a second read
+    finish the case?) and the training snapshot (which label an image is trained on)."""
+    if Review.Read.ADJUDICATION in labels:
+        return labels[Review.Read.ADJUDICATION]
+    distinct = set(labels.values())
+    return distinct.pop() if len(distinct) == 1 else None
 
 
 def case_is_final(case: Case) -> bool:

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import BodyPart, Case, Label, Prediction, Review, ReviewDraft, XrayImage
 from diagnosis.selectors.params import query_id
+from diagnosis.selectors.predictions import prediction_current
 from diagnosis.selectors.reads import reader_display_name, reads_visible
 
 STAGE_FIRST = Review.Read.FIRST
@@ -329,7 +330,7 @@ def review_case_get(*, user: User, case_uuid: uuid_lib.UUID | str) -> Case:
 
 
 @dataclass
-class ImageReads:
+class ImageWithReads:
     image: XrayImage
     prediction: Prediction | None
     reads: dict[int, Review] = field(default_factory=dict)
@@ -363,12 +364,12 @@ def latest_prediction(image: XrayImage) -> Prediction | None:
         done = list(
             image.predictions.filter(status=Prediction.Status.DONE).select_related("model_version")
         )
-    return max(done, key=lambda p: (p.created_at, p.pk)) if done else None
+    return prediction_current(done)
 
 
 def case_image_reads(
     *, case: Case, viewer: AbstractBaseUser | AnonymousUser | None = None
-) -> list[ImageReads]:
+) -> list[ImageWithReads]:
     """The case's images in order, each with its newest finished prediction and its reads: all of
     them, or with `viewer` those the blind-read rule lets the viewer see
     (`diagnosis.selectors.reads.reads_visible`). Three queries whatever the image count."""
@@ -385,7 +386,7 @@ def case_image_reads(
             )
         )
     )
-    result = [ImageReads(image=img, prediction=latest_prediction(img)) for img in images]
+    result = [ImageWithReads(image=img, prediction=latest_prediction(img)) for img in images]
     reviews = list(Review.objects.filter(image__case=case).select_related("reviewer"))
     if viewer is not None:
         reviews = reads_visible(user=viewer, case=case, reads=reviews)

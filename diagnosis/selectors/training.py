@@ -17,6 +17,7 @@ from diagnosis.models import (
     TrainingRun,
     XrayImage,
 )
+from diagnosis.selectors.reads import reads_agreed_label
 
 IN_FLIGHT = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 
@@ -34,13 +35,8 @@ def image_final_label(image: XrayImage) -> str | None:
     Uses the prefetched `reviews`; an image without reads falls back to its case's final label.
     """
     reads = {review.read_number: review.final_label for review in image.reviews.all()}
-    if Review.Read.ADJUDICATION in reads:
-        return reads[Review.Read.ADJUDICATION]
-    labels = set(reads.values())
-    if len(labels) == 1:
-        return labels.pop()
-    if labels:
-        return None  # disagreeing reads wait for adjudication
+    if reads:
+        return reads_agreed_label(reads)
     return image.case.final_label or None
 
 

@@ -5,7 +5,6 @@ version. Every change but registration is audited."""
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +39,6 @@ class NoPreviousVersionError(ConflictError):
     code = "no_previous_version"
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities (e.g. a sensitivity on a subgroup without positives) become null: JSON has
-    no such numbers, and PostgreSQL's jsonb and SQLite's JSON_VALID refuse them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 @transaction.atomic
 def model_version_register(
     *, artifact_dir: Path, version: str = "", activate: bool = False
@@ -71,13 +58,13 @@ def model_version_register(
         "artifact_dir": inference.artifact_dir_for_storage(artifact_dir),
         "sha256": card.sha256,
         "architecture": card.architecture[:64],
-        "input_spec": _json_safe(card.input_spec),
-        "thresholds": _json_safe(card.thresholds),
+        "input_spec": card.input_spec,
+        "thresholds": card.thresholds,
         "default_operating_point": card.default_operating_point,
         "temperature": card.temperature,
         "gradcam_layer": card.gradcam_layer,
-        "metrics": _json_safe(card.metrics),
-        "card": _json_safe(card.card),
+        "metrics": card.metrics,
+        "card": card.card,
     }
     row = ModelVersion.objects.select_for_update().filter(version=name).first()
     created = row is None

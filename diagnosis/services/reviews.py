@@ -39,6 +39,7 @@ from diagnosis.exceptions import (
     PermissionDeniedError,
 )
 from diagnosis.models import Case, Label, Review, ReviewDraft
+from diagnosis.selectors.reads import reads_agreed_label
 from diagnosis.selectors.reviews import (
     STAGE_ADJUDICATION,
     STAGE_FIRST,
@@ -394,7 +395,7 @@ def review_submit(
         disagree = [
             i.image.pk
             for i in images
-            if i.reads[STAGE_FIRST].final_label != i.reads[STAGE_SECOND].final_label
+            if reads_agreed_label({n: read.final_label for n, read in i.reads.items()}) is None
         ]
         outcome["disagreements"] = len(disagree)
         if disagree:

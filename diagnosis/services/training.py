@@ -429,7 +429,7 @@ class _RunCallbacks:
     def progress(self, info: Any) -> None:
         """Called per batch: the row is written at most every PROGRESS_SECONDS, and at each epoch's
         end (which carries `val_auroc`, and goes to the log)."""
-        data = {k: _jsonable(v) for k, v in dict(info).items()}
+        data = dict(info)  # JSON-safe already (training_bridge.train_model)
         epoch_end = "val_auroc" in data
         now = time.monotonic()
         if not epoch_end and now - self._last_write < PROGRESS_SECONDS:
@@ -454,21 +454,6 @@ class _RunCallbacks:
         if self._cancel:
             self.stopped = True
         return self._cancel
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return round(value, 5)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    try:
-        return round(float(value), 5)
-    except (TypeError, ValueError):
-        return str(value)[:200]
 
 
 def _claim(run_id: int) -> TrainingRun | None:

@@ -99,3 +99,17 @@ def test_fit_platt_recovers_scale_and_offset():
     platt = 1 / (1 + np.exp(-(a * z + b)))
     temp = 1 / (1 + np.exp(-z / metrics.fit_temperature(y, z)))
     assert metrics.ece(y, platt) < metrics.ece(y, temp)
+
+
+def test_sigmoid_is_the_one_used_by_serving_and_stable_at_the_extremes():
+    from ml.inference import calibrated, sigmoid
+
+    z = np.array([-1000.0, -2.0, 0.0, 2.0, 1000.0])
+    p = metrics.sigmoid(z)
+    assert p.dtype == np.float64
+    np.testing.assert_allclose(p[1:4], 1.0 / (1.0 + np.exp(-z[1:4])), rtol=1e-12)
+    assert p[0] == 0.0
+    assert p[-1] == 1.0
+    assert sigmoid(z).dtype == np.float32
+    np.testing.assert_array_equal(sigmoid(z), p.astype(np.float32))
+    np.testing.assert_array_equal(calibrated(z, 2.0), metrics.sigmoid(z / 2.0).astype(np.float32))

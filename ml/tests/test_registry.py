@@ -95,3 +95,22 @@ def test_card_json_is_strict_json(tmp_path):
     data = json.loads(text)
     assert data["metrics"]["test"] == {"sensitivity": None, "auroc": 0.5, "ci": [0.1, 0.9]}
     registry.verify(out)
+
+
+def test_json_safe_makes_plain_json_values_and_rounds_on_request():
+    value = {
+        1: (np.float32(0.25), float("nan"), np.int64(3)),
+        "auroc": 0.812345678,
+        "inf": float("inf"),
+        "flag": True,
+    }
+    assert registry.json_safe(value) == {
+        "1": [0.25, None, 3],
+        "auroc": 0.812345678,
+        "inf": None,
+        "flag": True,
+    }
+    rounded = registry.json_safe(value, digits=5)
+    assert rounded["auroc"] == 0.81235
+    assert rounded["flag"] is True  # booleans are not numbers to round
+    json.dumps(rounded, allow_nan=False)

@@ -21,6 +21,7 @@ from diagnosis.services.training import (
     training_runs_fail_stale,
 )
 from diagnosis.tests.retrain_helpers import reviewed_case
+from ml.registry import json_safe
 
 pytestmark = pytest.mark.django_db
 DELAY = "diagnosis.services.training.training_run_task.delay"
@@ -146,7 +147,10 @@ def test_progress_callback_records_epoch_metrics_and_heartbeat():
     run.refresh_from_db()
     assert run.progress["step"] == 3  # per-batch updates are throttled
     assert run.log == ""
-    callbacks.progress({"epoch": 2, "epochs": 5, "val_auroc": 0.812345678, "loss": 0.4})
+    # ml.train's values arrive through training_bridge.train_model, already JSON-safe and rounded.
+    callbacks.progress(
+        json_safe({"epoch": 2, "epochs": 5, "val_auroc": 0.812345678, "loss": 0.4}, digits=5)
+    )
     run.refresh_from_db()
     assert run.progress == {"epoch": 2, "epochs": 5, "val_auroc": 0.81235, "loss": 0.4}
     assert run.heartbeat_at is not None
