@@ -57,7 +57,8 @@ def model_marks(prediction: Prediction | None, image: XrayImage) -> dict[str, An
     """The suspected fracture sites a finished prediction marks, ready to draw over the image in
     an SVG whose viewBox is the canonical image's pixels: `localises` (False for a
     classifier-only version, which marks nothing), `count`, `boxes` best first (each x, y, w, h,
-    score, rank and where its score label goes) and label sizes in image pixels. None when there
+    score, rank and where its score label goes), label sizes in image pixels, and `candidates`
+    (the boxes as the API serves them, for the review viewer). None when there
     is no finished result."""
     if prediction is None or prediction.status != Prediction.Status.DONE:
         return None
@@ -90,6 +91,7 @@ def model_marks(prediction: Prediction | None, image: XrayImage) -> dict[str, An
         "localises": localises,
         "count": len(boxes),
         "boxes": boxes,
+        "candidates": candidates,  # as served: pixel boxes with their score, best first
         "font": round(font, 1),
         "outline": round(font / 5, 2),
         "viewbox": f"0 0 {width} {height}",

@@ -4,7 +4,9 @@
  * reported as fractions {x, y, w, h} of the image. Dragging pans, windows (window mode: left/right
  * changes the width, up/down the level, as in PACS viewers) or measures a distance (measure mode:
  * millimetres from the image's pixel spacing when known, image pixels otherwise, labelled as such).
- * Extra overlays (e.g. model candidate boxes) go through setBoxLayer(name, boxes, className).
+ * Extra overlays (e.g. model candidate boxes) go through setBoxLayer(name, boxes, className) after
+ * load() (each load announces itself with a "viewer:load" event on the root element) and are shown
+ * or hidden with setLayerVisible(name, on).
  *
  * No inline styles or scripts (the Content-Security-Policy forbids them): this file sets style
  * properties through the CSSOM and SVG attributes only.
@@ -27,6 +29,8 @@
     this.boxEl = options.box;
     this.priorEls = options.priorBoxes || {};
     this.layersEl = options.layers || null;
+    this.boxLayers = {}; // name -> {boxes, className}: redrawn when an image loads
+    this.layerVisibility = {}; // name -> false while hidden (kept across images)
     this.measureEl = options.measureLine || null;
     this.onMeasure = options.onMeasure || function () {};
     this.mode = "pan"; // pan | window | measure (drawing a box is drawMode)
@@ -149,6 +153,7 @@
     var token = ++this.loadToken;
     delete this.root.dataset.loaded;
     this.setMeasure(null);
+    this._clearLayers(); // box layers belong to one image
     this.gray = null;
     this.naturalW = 0;
     this.status.textContent = imageUrl ? "Loading image…" : "No image file available.";
@@ -169,6 +174,8 @@
       this.heatmap.removeAttribute("src");
       this._applyHeatmap();
     }
+    // Scripts that add overlays (e.g. the model's marks) set them for the new image here.
+    this.root.dispatchEvent(new CustomEvent("viewer:load", { detail: { imageUrl: imageUrl } }));
     if (!imageUrl) return;
     var img = new Image();
     img.onload = function () {
@@ -200,6 +207,7 @@
     }
     this.reset();
     this._render();
+    this._drawLayers();
     this.root.dataset.loaded = "1";
   };
 
@@ -253,6 +261,9 @@
     this.stage.style.transform = "translate(" + this.tx + "px, " + this.ty + "px) scale(" + this.scale + ")";
     // Keep box outlines about 2 screen pixels wide whatever the zoom.
     this.stage.style.setProperty("--box-stroke", (2 / this.scale).toFixed(3) + "px");
+    // Box labels are drawn in image pixels: about 13 screen pixels high whatever the zoom.
+    this.stage.style.setProperty("--box-label-size", (13 / this.scale).toFixed(3) + "px");
+    this.stage.style.setProperty("--box-label-outline", (3 / this.scale).toFixed(3) + "px");
     this._updateStatus();
   };
 
@@ -328,26 +339,81 @@
   };
 
   /* An overlay layer of boxes in image pixels ({x0, y0, x1, y1, score?}), drawn with className;
-     an empty list removes the layer. */
+     a box with a score is labelled with it (two decimals). The layer belongs to the current image:
+     set it after load() (it is drawn once the image has loaded, and removed by the next load());
+     an empty list removes it. Layers stay hidden or shown as setLayerVisible left them. */
   Viewer.prototype.setBoxLayer = function (name, boxes, className) {
+    if (!boxes || !boxes.length) {
+      delete this.boxLayers[name];
+    } else {
+      this.boxLayers[name] = { boxes: boxes.slice(), className: className || "" };
+    }
+    this._drawLayer(name);
+  };
+
+  /* Show or hide a box layer (kept across images); returns whether it is shown. */
+  Viewer.prototype.setLayerVisible = function (name, on) {
+    this.layerVisibility[name] = !!on;
+    var group = this.layersEl && this.layersEl.querySelector('g[data-layer="' + name + '"]');
+    if (group) group.setAttribute("visibility", on ? "visible" : "hidden");
+    return !!on;
+  };
+
+  Viewer.prototype.layerVisible = function (name) {
+    return this.layerVisibility[name] !== false;
+  };
+
+  Viewer.prototype._clearLayers = function () {
+    var self = this;
+    Object.keys(this.boxLayers).forEach(function (name) {
+      delete self.boxLayers[name];
+      self._drawLayer(name);
+    });
+  };
+
+  Viewer.prototype._drawLayers = function () {
+    var self = this;
+    Object.keys(this.boxLayers).forEach(function (name) { self._drawLayer(name); });
+  };
+
+  Viewer.prototype._drawLayer = function (name) {
     if (!this.layersEl) return;
     var ns = "http://www.w3.org/2000/svg";
     var group = this.layersEl.querySelector('g[data-layer="' + name + '"]');
     if (group) group.parentNode.removeChild(group);
-    if (!boxes || !boxes.length || !this.naturalW) return;
+    var layer = this.boxLayers[name];
+    if (!layer || !this.naturalW) return;
+    var w = this.naturalW;
+    var h = this.naturalH;
     group = document.createElementNS(ns, "g");
     group.setAttribute("data-layer", name);
-    var self = this;
-    boxes.forEach(function (b) {
+    group.setAttribute("visibility", this.layerVisible(name) ? "visible" : "hidden");
+    // Labels in image pixels (uniform scale), so text keeps its shape on any image.
+    var labels = document.createElementNS(ns, "g");
+    labels.setAttribute("transform", "scale(" + 1 / w + " " + 1 / h + ")");
+    layer.boxes.forEach(function (b, index) {
       var rect = document.createElementNS(ns, "rect");
-      rect.setAttribute("class", "box " + (className || ""));
-      rect.setAttribute("x", b.x0 / self.naturalW);
-      rect.setAttribute("y", b.y0 / self.naturalH);
-      rect.setAttribute("width", (b.x1 - b.x0) / self.naturalW);
-      rect.setAttribute("height", (b.y1 - b.y0) / self.naturalH);
-      if (b.score !== undefined) rect.setAttribute("data-score", b.score);
+      rect.setAttribute("class", "box " + layer.className);
+      rect.setAttribute("x", b.x0 / w);
+      rect.setAttribute("y", b.y0 / h);
+      rect.setAttribute("width", (b.x1 - b.x0) / w);
+      rect.setAttribute("height", (b.y1 - b.y0) / h);
+      rect.setAttribute("data-rank", index + 1);
+      if (b.score !== undefined && b.score !== null) {
+        rect.setAttribute("data-score", b.score);
+        var text = document.createElementNS(ns, "text");
+        text.setAttribute("class", "box-label" + (layer.className ? " " + layer.className + "-label" : ""));
+        text.setAttribute("x", b.x0);
+        // Above the box, or just inside its top edge when the box touches the image's top.
+        var inside = b.y0 < 0.04 * h;
+        text.setAttribute("y", b.y0);
+        text.setAttribute("dominant-baseline", inside ? "text-before-edge" : "text-after-edge");
+        text.textContent = Number(b.score).toFixed(2);
+        labels.appendChild(text);
+      }
       group.appendChild(rect);
     });
+    group.appendChild(labels);
     this.layersEl.appendChild(group);
   };
 

@@ -17,6 +17,7 @@ from diagnosis.services.prediction_results import prediction_run_batch
 from diagnosis.tests import factories
 from tests.browser.conftest import sign_in, wait_for_js, watch_errors
 from tests.browser.test_accessibility import axe_violations
+from tests.browser.test_review_viewer import two_image_case  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "correct-horse-battery-9"  # factories.UserFactory
@@ -118,3 +119,79 @@ def test_case_page_shows_the_marks_as_the_prediction_arrives_and_toggles_them(
 
     assert axe_violations(page) == []
     assert errors == [], errors  # no script errors, no CSP violations
+
+
+@pytest.fixture
+def marked_case(two_image_case):  # noqa: F811
+    """The review viewer's two-image case, predicted by a model that localises: two sites on the
+    first image, none on the second."""
+    from diagnosis.models import ModelVersion
+
+    first, second = two_image_case.images.order_by("position")
+    ModelVersion.objects.filter(predictions__image__case=two_image_case).update(
+        card={"localisation": {"output": "loc", "stride": 16, "max_candidates": 5}}
+    )
+    w, h = first.width, first.height
+    sites = [
+        {"x0": 0.2 * w, "y0": 0.3 * h, "x1": 0.35 * w, "y1": 0.4 * h, "score": 0.734},
+        {"x0": 0.6 * w, "y0": 0.0, "x1": 0.7 * w, "y1": 0.1 * h, "score": 0.21},
+    ]
+    Prediction.objects.filter(image=first).update(candidates=sites)
+    Prediction.objects.filter(image=second).update(candidates=[])
+    return two_image_case, sites
+
+
+def test_review_viewer_draws_the_marks_read_only_with_a_toggle(
+    live_server, marked_case, browser, screenshots
+):
+    from diagnosis.services.reviews import review_claim
+
+    case, sites = marked_case
+    reader = factories.RadiologistFactory(username="rad_marks")
+    review_claim(case=case, user=reader)
+    page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+    errors = watch_errors(page)
+    sign_in(page, live_server.url, reader.username, PASSWORD)
+    page.goto(f"{live_server.url}{reverse('review:case', kwargs={'case_uuid': case.uuid})}")
+    page.wait_for_selector("#viewer[data-loaded='1']")
+
+    layer = "#viewer-layers g[data-layer='model']"
+    page.wait_for_selector(f"{layer} rect.box-candidate", state="attached")
+    rects = page.locator(f"{layer} rect.box-candidate")
+    assert rects.count() == 2
+    assert page.evaluate("() => !!window.FractureModelMarks && !!window.reviewViewer")
+    x = float(rects.first.get_attribute("x"))
+    y = float(rects.first.get_attribute("y"))
+    image = case.images.order_by("position").first()
+    assert x == pytest.approx(sites[0]["x0"] / image.width, abs=1e-6)  # fractions of the image
+    assert y == pytest.approx(sites[0]["y0"] / image.height, abs=1e-6)
+    assert page.locator(f"{layer} text.box-label").all_text_contents() == ["0.73", "0.21"]
+    sentence = page.locator(".image-panel").first.locator("[data-testid=marks-sentence]")
+    assert sentence.inner_text().startswith("The model marks 2 suspected sites (scores 0.73, 0.21")
+    assert "Model marks" in page.locator("[data-testid=marks-legend]").inner_text()
+
+    # The toggle hides and shows the layer (keyboard: Tab to it and press Enter).
+    toggle = page.locator("#marks-toggle")
+    assert toggle.get_attribute("aria-pressed") == "true"
+    screenshots(page, "review-marks-shown")
+    toggle.focus()
+    page.keyboard.press("Enter")
+    assert toggle.get_attribute("aria-pressed") == "false"
+    assert page.locator(layer).get_attribute("visibility") == "hidden"
+    assert not rects.first.is_visible()
+    page.keyboard.press("Enter")
+    assert page.locator(layer).get_attribute("visibility") == "visible"
+    assert rects.first.is_visible()
+
+    # The second image has no marks: no layer and a disabled toggle; back on the first, they return.
+    page.locator("#thumb-1").click()
+    page.wait_for_selector("#viewer[data-loaded='1']")
+    assert page.locator(layer).count() == 0
+    assert toggle.is_disabled()
+    page.locator("#thumb-0").click()
+    page.wait_for_selector(f"{layer} rect.box-candidate", state="attached")
+    assert page.locator(f"{layer} rect.box-candidate").count() == 2
+    assert not toggle.is_disabled()
+
+    assert axe_violations(page) == []
+    assert errors == [], errors
