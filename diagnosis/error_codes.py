@@ -42,7 +42,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("burned_in_annotation", 400, "A DICOM image that declares burned-in text."),
     ErrorCode("invalid_image", 400, "An uploaded file is not an acceptable radiograph."),
     ErrorCode("invalid_idempotency_key", 400, "`Idempotency-Key` is not 1-128 printable ASCII."),
-    ErrorCode("invalid_read", 400, "A read that does not fit the case (image, label, region)."),
+    ErrorCode("invalid_read", 400, "A read that does not fit the case (image, label, boxes)."),
     ErrorCode("invalid_training_config", 400, "A training configuration out of its limits."),
     ErrorCode("invalid_base_dataset", 400, "The base dataset of a training run is unusable."),
     ErrorCode("invalid_model_artifact", 400, "A model folder that is not a valid artifact."),

@@ -261,6 +261,14 @@ class Prediction(models.Model):
         return f"Prediction {self.pk} ({self.status})"
 
 
+class BoxOrigin(models.TextChoices):
+    """Where a reader's fracture box came from."""
+
+    READER = "reader", "Drawn by the reader"
+    MODEL_ACCEPTED = "model_accepted", "Model candidate, accepted as is"
+    MODEL_MOVED = "model_moved", "Model candidate, moved or resized by the reader"
+
+
 class Review(models.Model):
     class Decision(models.TextChoices):
         CONFIRM = "confirm", "Confirm"
@@ -281,8 +289,9 @@ class Review(models.Model):
     read_number = models.PositiveSmallIntegerField(choices=Read.choices, default=Read.FIRST)
     decision = models.CharField(max_length=8, choices=Decision.choices)
     final_label = models.CharField(max_length=16, choices=Label.choices)
-    # Fracture region as fractions of the canonical image: {"x": .., "y": .., "w": .., "h": ..}
-    region = models.JSONField(null=True, blank=True)
+    # Fracture boxes as fractions of the canonical image, in the reader's order:
+    # [{"x": .., "y": .., "w": .., "h": .., "origin": BoxOrigin}]; empty on a "No fracture" read.
+    boxes = models.JSONField(default=list, blank=True)
     comment = models.TextField(max_length=4000, blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -308,7 +317,7 @@ class ReviewDraft(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
     )
     read_number = models.PositiveSmallIntegerField(choices=Review.Read.choices)
-    # {"<image id>": {"decision": "confirm", "final_label": "", "choice": "", "region": {...},
+    # {"<image id>": {"decision": "confirm", "final_label": "", "choice": "", "boxes": [...],
     #  "comment": "..."}}
     data = models.JSONField(default=dict)
     updated_at = models.DateTimeField(auto_now=True)

@@ -14,6 +14,7 @@ from rest_framework import serializers
 from diagnosis.models import (
     PATIENT_REF_VALIDATOR,
     BodyPart,
+    BoxOrigin,
     Case,
     Label,
     ModelVersion,
@@ -25,6 +26,7 @@ from diagnosis.selectors.api import CASE_LIST_COLUMNS, CaseDetail, ImageDetail
 from diagnosis.selectors.models import card_localises
 from diagnosis.selectors.predictions import prediction_candidates, prediction_row_current
 from diagnosis.selectors.reviews import case_review_stage
+from diagnosis.services.reviews import MAX_BOXES
 
 
 def _iso(value: Any, tz: tzinfo | None = None) -> str | None:
@@ -202,11 +204,22 @@ def prediction_data(
     }
 
 
+def box_data(box: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "x": box["x"],
+        "y": box["y"],
+        "w": box["w"],
+        "h": box["h"],
+        "origin": box.get("origin") or BoxOrigin.READER.value,
+    }
+
+
 def read_data(read: Mapping[str, Any], tz: tzinfo | None = None) -> dict[str, Any]:
     return {
         "read_number": read["read_number"],
         "decision": read["decision"],
         "final_label": read["final_label"],
+        "boxes": [box_data(box) for box in read.get("boxes") or []],
         "reviewer": read["reviewer_name"],
         "created_at": _iso(read["created_at"], tz),
     }
@@ -284,12 +297,29 @@ class PredictionOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
+class BoxOutputSerializer(serializers.Serializer):
+    """Documents `box_data`: a reader's fracture box in fractions of the canonical image."""
+
+    x = serializers.FloatField(help_text="Left edge, fraction of the image width (0 = left).")
+    y = serializers.FloatField(help_text="Top edge, fraction of the image height (0 = top).")
+    w = serializers.FloatField(help_text="Width, fraction of the image width.")
+    h = serializers.FloatField(help_text="Height, fraction of the image height.")
+    origin = serializers.ChoiceField(
+        choices=BoxOrigin.choices,
+        help_text="reader: drawn by the reader; model_accepted: a model candidate accepted as "
+        "is; model_moved: a model candidate the reader moved or resized.",
+    )
+
+
 class ReadOutputSerializer(serializers.Serializer):
     """Documents `read_data`."""
 
     read_number = serializers.ChoiceField(choices=Review.Read.choices)
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
     final_label = serializers.ChoiceField(choices=Label.choices)
+    boxes = BoxOutputSerializer(
+        many=True, help_text="The reader's fracture boxes (empty on a 'No fracture' read)."
+    )
     reviewer = serializers.CharField()
     created_at = serializers.DateTimeField()
 
@@ -461,6 +491,15 @@ class RegionInputSerializer(serializers.Serializer):
     h = serializers.FloatField(min_value=0.0, max_value=1.0)
 
 
+class BoxInputSerializer(RegionInputSerializer):
+    # No `default`: the schema would then show it as sent by clients (see ReadInputSerializer).
+    origin = serializers.ChoiceField(
+        choices=BoxOrigin.choices,
+        required=False,
+        help_text="Where the box came from; omitted: drawn by the reader.",
+    )
+
+
 class ReadInputSerializer(serializers.Serializer):
     image_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
@@ -472,8 +511,24 @@ class ReadInputSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="Optional: implied by the decision when the image has a model result.",
     )
-    region = RegionInputSerializer(required=False, allow_null=True)
+    boxes = BoxInputSerializer(
+        many=True,
+        required=False,
+        max_length=MAX_BOXES,
+        help_text="Fracture boxes in fractions of the canonical image; only on a 'Fracture' read.",
+    )
+    region = RegionInputSerializer(
+        required=False,
+        allow_null=True,
+        help_text="Deprecated: one box drawn by the reader (the form before `boxes`). Give "
+        "`boxes` or `region`, not both.",
+    )
     comment = serializers.CharField(max_length=4000, required=False, allow_blank=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("boxes") and attrs.get("region"):
+            raise serializers.ValidationError("Give either boxes or a region, not both.")
+        return attrs
 
 
 class ReviewSubmitInputSerializer(serializers.Serializer):

@@ -154,6 +154,7 @@ def api_case_detail(*, user: User, case_uuid: uuid_lib.UUID | str) -> CaseDetail
             "read_number",
             "decision",
             "final_label",
+            "boxes",
             "created_at",
             "reviewer_id",
             reviewer_first_name=F("reviewer__first_name"),

@@ -342,19 +342,49 @@ class ImageWithReads:
     def final_read(self) -> Review | None:
         return self.reads[max(self.reads)] if self.reads else None
 
-    def final_region(self) -> dict | None:
-        """The fracture region of the deciding read, else of an earlier read that reached the same
-        label; None when the final label is not a fracture."""
+    def final_boxes(self) -> list[dict[str, Any]]:
+        """The fracture boxes of the deciding read, else of the latest earlier read that reached
+        the same label (an adjudicator who picked a read without drawing keeps its boxes); empty
+        when the final label is not a fracture."""
         final = self.final_read()
         if final is None or final.final_label != Label.FRACTURED:
-            return None
-        if final.region:
-            return final.region
+            return []
         for number in sorted(self.reads, reverse=True):
             read = self.reads[number]
-            if read.final_label == final.final_label and read.region:
-                return read.region
-        return None
+            if read.final_label == final.final_label and read.boxes:
+                return list(read.boxes)
+        return []
+
+
+def candidate_fractions(prediction: Prediction | None, image: XrayImage) -> list[dict[str, Any]]:
+    """The prediction's suspected fracture sites as boxes in fractions of the canonical image
+    (the frame of a reader's boxes), best first: [{"x", "y", "w", "h", "score", "rank"}].
+    Candidates that are malformed or fall outside the image are left out."""
+    if prediction is None or not image.width or not image.height:
+        return []
+    out: list[dict[str, Any]] = []
+    for candidate in prediction.candidates or []:
+        try:
+            x0, y0 = float(candidate["x0"]), float(candidate["y0"])
+            x1, y1 = float(candidate["x1"]), float(candidate["y1"])
+            score = float(candidate.get("score", 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        x0, x1 = max(0.0, min(x0, x1)), min(float(image.width), max(x0, x1))
+        y0, y1 = max(0.0, min(y0, y1)), min(float(image.height), max(y0, y1))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        out.append(
+            {
+                "x": round(x0 / image.width, 5),
+                "y": round(y0 / image.height, 5),
+                "w": round((x1 - x0) / image.width, 5),
+                "h": round((y1 - y0) / image.height, 5),
+                "score": round(score, 4),
+                "rank": len(out) + 1,
+            }
+        )
+    return out
 
 
 def latest_prediction(image: XrayImage) -> Prediction | None:

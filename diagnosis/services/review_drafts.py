@@ -15,11 +15,11 @@ from django.db import transaction
 
 from diagnosis.exceptions import InvalidStateError
 from diagnosis.models import Case, Label, Review, ReviewDraft
-from diagnosis.selectors.reviews import case_review_stage
+from diagnosis.selectors.reviews import ImageWithReads, case_image_reads, case_review_stage
 from diagnosis.services.reviews import (
     ClaimRequiredError,
     InvalidReadError,
-    region_clean,
+    boxes_clean,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,17 +47,33 @@ def _clean_entry(raw: Any) -> dict[str, Any]:
         "decision": decision,
         "final_label": final_label,
         "choice": choice,
-        "region": region_clean(raw.get("region")),
+        # `region` is the older single-box form (drafts saved before several boxes existed)
+        "boxes": boxes_clean(raw.get("boxes"), region=raw.get("region")),
         "comment": comment,
     }
+
+
+def _entry_label(entry: dict[str, Any], item: ImageWithReads) -> str:
+    """The label a draft entry gives its image so far ("" while undecided)."""
+    if entry["choice"]:
+        chosen = item.reads.get(int(entry["choice"]))
+        return chosen.final_label if chosen is not None else ""
+    if entry["final_label"]:
+        return entry["final_label"]
+    model = item.model_label
+    if not entry["decision"] or not model:
+        return ""
+    if entry["decision"] == Review.Decision.CONFIRM:
+        return model
+    return Label.NOT_FRACTURED if model == Label.FRACTURED else Label.FRACTURED
 
 
 @transaction.atomic
 def review_draft_save(*, case: Case, user: AbstractBaseUser, data: Any) -> ReviewDraft:
     """Keep the reader's work in progress on a case they hold (one row, replaced each time).
 
-    `data` maps image ids (as text) of this case to {decision, final_label, choice, region,
-    comment}. Raises ClaimRequiredError (409) without the claim, InvalidStateError (409) when no
+    `data` maps image ids (as text) of this case to {decision, final_label, choice, boxes,
+    comment} (boxes as in `boxes_clean`; a box on a "No fracture" answer is refused). Raises ClaimRequiredError (409) without the claim, InvalidStateError (409) when no
     read is due, InvalidReadError (400) for malformed content.
     """
     locked = Case.objects.select_for_update(of=("self",)).get(pk=case.pk)
@@ -75,6 +91,13 @@ def review_draft_save(*, case: Case, user: AbstractBaseUser, data: Any) -> Revie
     if unknown:
         raise InvalidReadError("The draft names an image that is not part of this case.")
     cleaned = {key: _clean_entry(value) for key, value in data.items()}
+    items = {str(item.image.pk): item for item in case_image_reads(case=locked)}
+    for key, entry in cleaned.items():
+        if entry["boxes"] and _entry_label(entry, items[key]) == Label.NOT_FRACTURED:
+            raise InvalidReadError(
+                "A box marks a fracture: remove the boxes, or read the image as 'Fracture'.",
+                image_id=int(key),
+            )
     draft, _ = ReviewDraft.objects.update_or_create(
         case=locked, reviewer=user, read_number=stage, defaults={"data": cleaned}
     )

@@ -38,7 +38,7 @@ from diagnosis.exceptions import (
     InvalidStateError,
     PermissionDeniedError,
 )
-from diagnosis.models import Case, Label, Review, ReviewDraft
+from diagnosis.models import BoxOrigin, Case, Label, Review, ReviewDraft
 from diagnosis.selectors.reads import reads_agreed_label
 from diagnosis.selectors.reviews import (
     STAGE_ADJUDICATION,
@@ -129,35 +129,76 @@ def second_read_rule() -> dict[str, Any]:
 @dataclass(frozen=True)
 class ImageRead:
     """One reader's decision on one image. `final_label` may be left empty when the decision
-    says it (confirm = the model's label, correct = the other label)."""
+    says it (confirm = the model's label, correct = the other label). `boxes` are the fracture
+    boxes (see `boxes_clean`); `region` is the older single-box form, read as one box drawn by
+    the reader (give one or the other)."""
 
     image_id: int
     decision: str
     final_label: str = ""
-    region: dict[str, float] | None = None
+    boxes: Sequence[Any] | None = None
     comment: str = ""
+    region: Any = None
+
+
+MAX_BOXES = 20
+BOX_KEYS = ("x", "y", "w", "h")
 
 
 def region_clean(region: Any) -> dict[str, float] | None:
     """Validate a box given as fractions of the image: {x, y, w, h}, inside [0, 1]."""
     if region in (None, "", {}):
         return None
-    if not isinstance(region, dict) or set(region) != {"x", "y", "w", "h"}:
-        raise InvalidReadError("A region is a box {x, y, w, h} in fractions of the image.")
+    if not isinstance(region, dict) or set(region) != set(BOX_KEYS):
+        raise InvalidReadError("A box is {x, y, w, h} in fractions of the image.")
+    return _coords_clean(region)
+
+
+def _coords_clean(region: dict[str, Any]) -> dict[str, float]:
     try:
-        box = {k: float(region[k]) for k in ("x", "y", "w", "h")}
+        box = {k: float(region[k]) for k in BOX_KEYS}
     except (TypeError, ValueError) as exc:
-        raise InvalidReadError("Region coordinates must be numbers.") from exc
+        raise InvalidReadError("Box coordinates must be numbers.") from exc
     eps = 1e-6
     if any(not math.isfinite(v) for v in box.values()):
-        raise InvalidReadError("Region coordinates must be finite.")
+        raise InvalidReadError("Box coordinates must be finite.")
     if box["w"] <= 0 or box["h"] <= 0:
-        raise InvalidReadError("A region needs a positive width and height.")
+        raise InvalidReadError("A box needs a positive width and height.")
     if box["x"] < -eps or box["y"] < -eps or box["x"] + box["w"] > 1 + eps:
-        raise InvalidReadError("The region must lie inside the image.")
+        raise InvalidReadError("The box must lie inside the image.")
     if box["y"] + box["h"] > 1 + eps:
-        raise InvalidReadError("The region must lie inside the image.")
+        raise InvalidReadError("The box must lie inside the image.")
     return {k: round(min(max(v, 0.0), 1.0), 5) for k, v in box.items()}
+
+
+def box_clean(box: Any) -> dict[str, Any]:
+    """One fracture box: {x, y, w, h} in fractions of the canonical image (inside [0, 1]) and its
+    `origin` (BoxOrigin; a box without one was drawn by the reader)."""
+    if not isinstance(box, dict) or not set(BOX_KEYS) <= set(box):
+        raise InvalidReadError("A box is {x, y, w, h} in fractions of the image, with its origin.")
+    extra = set(box) - {*BOX_KEYS, "origin"}
+    if extra:
+        raise InvalidReadError(f"Unknown box field: {sorted(extra)[0]}.")
+    origin = box.get("origin") or BoxOrigin.READER
+    if origin not in BoxOrigin.values:
+        raise InvalidReadError("A box's origin is one of: " + ", ".join(BoxOrigin.values) + ".")
+    return {**_coords_clean(box), "origin": str(origin)}
+
+
+def boxes_clean(boxes: Any = None, *, region: Any = None) -> list[dict[str, Any]]:
+    """Validate a read's boxes (a list of `box_clean` boxes, at most MAX_BOXES); `region` is the
+    older single-box form, taken as one box drawn by the reader."""
+    if region not in (None, "", {}):
+        if boxes:
+            raise InvalidReadError("Give either boxes or a region, not both.")
+        return [{**region_clean(region), "origin": BoxOrigin.READER.value}]  # type: ignore[dict-item]
+    if boxes in (None, ""):
+        return []
+    if not isinstance(boxes, list | tuple):
+        raise InvalidReadError("Boxes are a list of {x, y, w, h, origin}.")
+    if len(boxes) > MAX_BOXES:
+        raise InvalidReadError(f"At most {MAX_BOXES} boxes per image.")
+    return [box_clean(box) for box in boxes]
 
 
 def _other_label(label: str) -> str:
@@ -341,10 +382,13 @@ def review_submit(
     for image_id, item in by_id.items():
         read = given[image_id]
         decision, label = _resolve_label(read, item.model_label)
-        region = region_clean(read.region)
-        if region is not None and label != Label.FRACTURED:
+        try:
+            boxes = boxes_clean(read.boxes, region=read.region)
+        except InvalidReadError as exc:
+            raise InvalidReadError(exc.message, image_id=image_id) from exc
+        if boxes and label != Label.FRACTURED:
             raise InvalidReadError(
-                "A box marks a fracture: remove the box, or read the image as 'Fracture'.",
+                "A box marks a fracture: remove the boxes, or read the image as 'Fracture'.",
                 image_id=image_id,
             )
         comment = (read.comment or "").strip()
@@ -357,7 +401,7 @@ def review_submit(
             read_number=stage,
             decision=decision,
             final_label=label,
-            region=region,
+            boxes=boxes,
             comment=comment,
             started_at=started_at,
         )
@@ -445,6 +489,7 @@ def _notify_webhook(case_pk: int) -> None:
 
 
 __all__ = [
+    "MAX_BOXES",
     "STAGE_ADJUDICATION",
     "STAGE_FIRST",
     "STAGE_SECOND",
@@ -454,6 +499,8 @@ __all__ = [
     "InvalidReadError",
     "NotYourReadError",
     "SameReaderError",
+    "box_clean",
+    "boxes_clean",
     "check_may_read",
     "region_clean",
     "review_claim",

@@ -36,6 +36,7 @@ from diagnosis.selectors.reviews import (
     STAGE_ADJUDICATION,
     STAGE_NAMES,
     QueueFilters,
+    candidate_fractions,
     case_image_reads,
     case_review_stage,
     claim_is_active,
@@ -367,7 +368,10 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
                 if stage == STAGE_ADJUDICATION
                 else [],
                 "final_read": item.final_read(),
-                "region_json": json.dumps(item.final_region()) if stage is None else "",
+                "boxes_json": json.dumps(item.final_boxes()) if stage is None else "",
+                "candidates_json": json.dumps(
+                    candidate_fractions(prediction, item.image) if holds_claim else []
+                ),
             }
         )
     return {
@@ -419,27 +423,34 @@ def _may_read_refusal(request: HttpRequest, case: Case, stage: int) -> DomainErr
     return None
 
 
+def _posted_json(request: HttpRequest, name: str) -> Any:
+    raw = request.POST.get(name, "").strip()
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise InvalidReadError("The drawn boxes could not be read.") from exc
+
+
 def _reads_from_post(request: HttpRequest, case: Case) -> list[ImageRead]:
     reads = []
     adjudication = case_review_stage(case) == STAGE_ADJUDICATION
     earlier = {item.image.pk: item for item in case_image_reads(case=case)} if adjudication else {}
     for image_id in case.images.values_list("pk", flat=True):
-        raw_region = request.POST.get(f"region_{image_id}", "").strip()
-        try:
-            region = json.loads(raw_region) if raw_region else None
-        except ValueError as exc:
-            raise InvalidReadError("The drawn region could not be read.") from exc
+        # `boxes_<id>`: the list the review screen keeps; `region_<id>`: one box (older form).
+        boxes = _posted_json(request, f"boxes_{image_id}")
+        region = _posted_json(request, f"region_{image_id}")
         decision = request.POST.get(f"decision_{image_id}", "")
         final_label = request.POST.get(f"final_label_{image_id}", "")
         if adjudication:
-            decision, final_label, region = _adjudication_choice(
-                earlier[image_id], request.POST.get(f"choice_{image_id}", ""), region
+            decision, final_label, boxes, region = _adjudication_choice(
+                earlier[image_id], request.POST.get(f"choice_{image_id}", ""), boxes, region
             )
         reads.append(
             ImageRead(
                 image_id=image_id,
                 decision=decision,
                 final_label=final_label,
+                boxes=boxes,
                 region=region,
                 comment=request.POST.get(f"comment_{image_id}", ""),
             )
@@ -447,21 +458,24 @@ def _reads_from_post(request: HttpRequest, case: Case) -> list[ImageRead]:
     return reads
 
 
-def _adjudication_choice(item: Any, choice: str, region: Any) -> tuple[str, str, Any]:
+def _adjudication_choice(
+    item: Any, choice: str, boxes: Any, region: Any
+) -> tuple[str, str, Any, Any]:
     """The adjudicator picks read 1 or read 2 of an image: its label becomes the final one, with
-    its box unless the adjudicator drew their own. -> (decision against the model, label, box)."""
+    its boxes unless the adjudicator drew their own. -> (decision against the model, label,
+    boxes, region)."""
     chosen = item.reads.get(int(choice)) if choice in ("1", "2") else None
     if chosen is None:
         raise InvalidReadError("Choose one of the two reads for every image.")
     label = chosen.final_label
-    if region is None and label == Label.FRACTURED:
-        region = chosen.region
+    if not boxes and not region and label == Label.FRACTURED:
+        boxes = list(chosen.boxes)
     model_label = item.model_label
     if not model_label:
         decision = Review.Decision.CORRECT
     else:
         decision = Review.Decision.CONFIRM if label == model_label else Review.Decision.CORRECT
-    return decision, label, region
+    return decision, label, boxes, region
 
 
 @login_required

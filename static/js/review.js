@@ -40,6 +40,15 @@
     }
   }
 
+  function firstBox(text) {
+    try {
+      var list = JSON.parse(text || "[]");
+      return list && list.length ? list[0] : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   function pct(v) {
     return (v * 100).toFixed(1) + "%";
   }
@@ -100,11 +109,11 @@
     viewer.setSpacing(panel.dataset.spacing ? panel.dataset.spacing.split(",").map(Number) : null);
     heatToggle.disabled = !panel.dataset.heatmapUrl;
     var input = regionInput(panel);
-    var box = input ? parseRegion(input.value) : parseRegion(panel.dataset.finalRegion || "");
+    var box = input ? parseRegion(input.value) : firstBox(panel.dataset.finalBoxes || "");
     viewer.setBox(box);
     var priors = {};
-    panel.querySelectorAll("[data-read][data-region]").forEach(function (row) {
-      priors[row.dataset.read] = parseRegion(row.dataset.region);
+    panel.querySelectorAll("[data-read][data-boxes]").forEach(function (row) {
+      priors[row.dataset.read] = firstBox(row.dataset.boxes);
     });
     viewer.setPriorBoxes(priors);
     syncBoxAllowed();
@@ -388,9 +397,11 @@
         var select = panel.querySelector("select");
         if (select && entry.final_label) { select.value = entry.final_label; restored = true; }
         var input = regionInput(panel);
-        if (input && entry.region) {
-          input.value = JSON.stringify(entry.region);
-          showRegion(panel, entry.region);
+        var kept = entry.boxes && entry.boxes.length ? entry.boxes[0] : null;
+        if (input && kept) {
+          var box = { x: kept.x, y: kept.y, w: kept.w, h: kept.h };
+          input.value = JSON.stringify(box);
+          showRegion(panel, box);
           restored = true;
         }
         var comment = panel.querySelector("textarea");

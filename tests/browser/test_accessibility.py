@@ -74,7 +74,7 @@ def world(two_image_case, settings):  # noqa: F811
             ImageRead(
                 image_id=image.pk,
                 decision="correct",
-                region={"x": 0.2, "y": 0.2, "w": 0.2, "h": 0.2},
+                boxes=[{"x": 0.2, "y": 0.2, "w": 0.2, "h": 0.2}],
             )
         ],
     )

@@ -154,9 +154,10 @@ def test_upload_predict_review_second_read_adjudicate(
     review = Review.objects.get(image__case=case, read_number=1)
     assert review.decision == "correct"
     assert review.final_label == corrected
-    assert review.region is not None
-    assert 0.0 <= review.region["x"] < review.region["x"] + review.region["w"] <= 1.0
-    assert review.region["w"] > 0.05
+    (box,) = review.boxes
+    assert 0.0 <= box["x"] < box["x"] + box["w"] <= 1.0
+    assert box["w"] > 0.05
+    assert box["origin"] == "reader"
     case.refresh_from_db()
     assert case.needs_second_read  # the reader disagreed with the model
 

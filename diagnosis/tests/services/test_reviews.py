@@ -366,7 +366,8 @@ class TestFirstRead:
             ],
         )
         review = Review.objects.get(image=image)
-        assert review.region == {"x": 0.25, "y": 0.5, "w": 0.1, "h": 0.2}
+        # the older one-box form is kept as one box drawn by the reader
+        assert review.boxes == [{"x": 0.25, "y": 0.5, "w": 0.1, "h": 0.2, "origin": "reader"}]
         assert review.comment == "distal radius"
         assert review.decision == CONFIRM
         assert review.final_label == Label.FRACTURED

@@ -257,14 +257,15 @@ def test_draft_is_kept_per_claim_restored_and_dropped_on_save(radiologist, clien
     client = client_for(radiologist)
     client.post(reverse("review:claim", kwargs={"case_uuid": case.uuid}))
     box = {"x": 0.1, "y": 0.2, "w": 0.3, "h": 0.25}
-    draft = {str(image.pk): {"decision": "correct", "region": box, "comment": "distal radius"}}
+    boxes = [{**box, "origin": "model_moved"}, {"x": 0.6, "y": 0.6, "w": 0.1, "h": 0.1}]
+    draft = {str(image.pk): {"decision": "correct", "boxes": boxes, "comment": "distal radius"}}
     response = client.post(_draft_url(case), json.dumps(draft), content_type="application/json")
     assert response.status_code == 200
     assert ReviewDraft.objects.get(case=case, reviewer=radiologist).data[str(image.pk)] == {
         "decision": "correct",
         "final_label": "",
         "choice": "",
-        "region": box,
+        "boxes": [{**box, "origin": "model_moved"}, {**boxes[1], "origin": "reader"}],
         "comment": "distal radius",
     }
     # Coming back to the review screen hands the draft to the page (JSON, no inline script).
@@ -274,9 +275,13 @@ def test_draft_is_kept_per_claim_restored_and_dropped_on_save(radiologist, clien
     # Saving the read drops the draft.
     client.post(
         reverse("review:submit", kwargs={"case_uuid": case.uuid}),
-        {f"decision_{image.pk}": "correct", f"region_{image.pk}": json.dumps(box)},
+        {f"decision_{image.pk}": "correct", f"boxes_{image.pk}": json.dumps(boxes)},
     )
     assert not ReviewDraft.objects.filter(case=case).exists()
+    assert Review.objects.get(image=image).boxes == [
+        {**box, "origin": "model_moved"},
+        {**boxes[1], "origin": "reader"},
+    ]
 
 
 def test_draft_needs_the_claim_and_valid_content(radiologist, radiologist_b, client_for):

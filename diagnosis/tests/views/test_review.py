@@ -178,7 +178,7 @@ class TestClaimAndScreen:
         review = Review.objects.get(image=image)
         assert review.decision == "correct"
         assert review.final_label == Label.FRACTURED
-        assert review.region == region
+        assert review.boxes == [{**region, "origin": "reader"}]  # the one-box form
         case.refresh_from_db()
         assert case.status == Case.Status.REVIEWED
 
@@ -311,7 +311,7 @@ class TestBlindSecondReadAndAdjudication:
             body = response.content.decode()
             assert "SECRET-FIRST-COMMENT" not in body
             assert "rad_a" not in body
-            assert "data-region" not in body
+            assert "data-boxes" not in body
             assert response.context["stage"] == 2
             assert all(not entry["reads"] for entry in response.context["items"])
 
@@ -373,7 +373,8 @@ class TestBlindSecondReadAndAdjudication:
         assert AuditEvent.objects.filter(action="review.adjudicate").count() == 1
         final = Review.objects.get(image=image, read_number=3)
         assert final.decision == "confirm"  # read 1 agreed with the model
-        assert final.region == {"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2}  # read 1's box
+        # read 1's box
+        assert final.boxes == [{"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2, "origin": "reader"}]
 
 
 # --- Statistics ------------------------------------------------------------------------------------------------
