@@ -68,15 +68,17 @@
     root.querySelectorAll("figure.result").forEach(initFigure);
   }
 
-  /* Swap `current` for the element with the same id in the freshly rendered page (or remove it
-     when the page no longer has one). */
-  function swapById(doc, id) {
+  /* Swap the element with this id for its counterpart in the freshly rendered page: replaced,
+     removed when the page no longer has it, or added before `before` when it is new. */
+  function swapById(doc, id, before) {
     var current = document.getElementById(id);
     var fresh = doc.getElementById(id);
     if (current && fresh) {
       current.replaceWith(document.importNode(fresh, true));
     } else if (current) {
       current.remove();
+    } else if (fresh && before) {
+      before.before(document.importNode(fresh, true));
     }
   }
 
@@ -99,7 +101,9 @@
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("case-results");
         if (!fresh) { throw new Error("no results in the page"); }
-        ["case-headline", "case-actions", "review-result"].forEach(function (id) { swapById(doc, id); });
+        swapById(doc, "case-headline");
+        swapById(doc, "case-actions");
+        swapById(doc, "review-result", root);  // the radiologist's section comes before the images
         var state = root.querySelector("#results-state");
         var freshState = fresh.querySelector("#results-state");
         if (state && freshState) { state.replaceWith(document.importNode(freshState, true)); }

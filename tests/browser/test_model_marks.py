@@ -76,6 +76,7 @@ def test_case_page_shows_the_marks_as_the_prediction_arrives_and_toggles_them(
     assert page.locator("#prediction-progress").count() == 0
     assert Case.objects.get(pk=case.pk).status == Case.Status.PREDICTED
     assert "No final reading yet" in page.locator("#case-headline").inner_text()
+    assert "Waiting for a radiologist" in page.locator("#review-result").inner_text()
     wait_for_js(
         page,
         "() => [...document.querySelectorAll('img.heatmap, img.radiograph')]"
