@@ -47,10 +47,17 @@ def api_token(db, monkeypatch):
     _, raw = api_token_create(
         client=client, user=user, scopes=["read", "write", "review", "admin"], expires_at=None
     )
-    version = factories.ModelVersionFactory(version="fuzz-v1")
+    # A version that localises, so the documented candidates are checked against real ones.
+    version = factories.ModelVersionFactory(
+        version="fuzz-v1", card={"localisation": {"output": "loc", "max_candidates": 5}}
+    )
     case = factories.CaseFactory(created_by=user, status="predicted")
     image = factories.XrayImageFactory(case=case)
-    prediction = factories.PredictionFactory(image=image, model_version=version)
+    prediction = factories.PredictionFactory(
+        image=image,
+        model_version=version,
+        candidates=[{"x0": 10.0, "y0": 8.5, "x1": 30.0, "y1": 20.0, "score": 0.62}],
+    )
     prediction.heatmap.save("h.png", ContentFile(b"\x89PNG\r\n\x1a\n"), save=True)
     yield raw
     request_started.connect(close_old_connections)
@@ -130,3 +137,4 @@ def test_real_responses_match_the_schema(api_token):
     body = detail.Case(path_parameters={"uuid": str(case.uuid)}, headers=headers).call().json()
     assert body["images"][0]["reads"][0]["reviewer"] == "Fuzz Reader"  # display name
     assert body["images"][0]["prediction"]["heatmap_url"].endswith("/heatmap/")
+    assert body["images"][0]["prediction"]["candidates"][0]["score"] == 0.62
