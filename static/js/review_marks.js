@@ -43,12 +43,21 @@
     root.addEventListener("viewer:load", function (e) {
       showModelMarks(viewer, panelFor(e.detail.imageUrl), toggle);
     });
-    if (toggle) {
-      toggle.addEventListener("click", function () {
-        var on = viewer.setLayerVisible(LAYER, !viewer.layerVisible(LAYER));
-        toggle.setAttribute("aria-pressed", on ? "true" : "false");
-      });
+    function flip() {
+      if (!toggle || toggle.disabled) return false;
+      var on = viewer.setLayerVisible(LAYER, !viewer.layerVisible(LAYER));
+      toggle.setAttribute("aria-pressed", on ? "true" : "false");
+      return true;
     }
+    if (toggle) toggle.addEventListener("click", flip);
+    // K toggles the marks, as H does the heat-map (not while typing in a field).
+    document.addEventListener("keydown", function (e) {
+      var t = e.target;
+      if (e.ctrlKey || e.metaKey || e.altKey || (e.key !== "k" && e.key !== "K")) return;
+      if (t && (t.tagName === "TEXTAREA" || t.tagName === "SELECT" ||
+          (t.tagName === "INPUT" && t.type !== "radio" && t.type !== "range"))) return;
+      if (flip()) e.preventDefault();
+    });
     // review.js loaded the first image before this script ran: draw that panel's marks.
     var shown = panels.filter(function (p) { return !p.classList.contains("inactive"); })[0] || panels[0];
     if (shown) showModelMarks(viewer, shown, toggle);

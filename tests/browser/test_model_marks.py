@@ -183,6 +183,12 @@ def test_review_viewer_draws_the_marks_read_only_with_a_toggle(
     page.keyboard.press("Enter")
     assert page.locator(layer).get_attribute("visibility") == "visible"
     assert rects.first.is_visible()
+    page.locator("#viewer").focus()
+    page.keyboard.press("k")  # the shortcut, as H is the heat-map's
+    assert toggle.get_attribute("aria-pressed") == "false"
+    assert not rects.first.is_visible()
+    page.keyboard.press("k")
+    assert rects.first.is_visible()
 
     # The second image has no marks: no layer and a disabled toggle; back on the first, they return.
     page.locator("#thumb-1").click()
