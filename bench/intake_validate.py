@@ -111,6 +111,8 @@ def run_one(path: Path, filename: str, repeat: int) -> dict[str, object]:
             outcome = (
                 f"accepted {result.width}x{result.height}, png {len(result.png_bytes) // 1024} KB"
             )
+            if result.depth_png_bytes is not None:
+                outcome += f", full depth {len(result.depth_png_bytes) // 1024} KB"
         except InvalidUploadError as exc:
             outcome = f"refused: {exc.code}"
         times.append((time.perf_counter() - started) * 1000)

@@ -151,6 +151,12 @@ class XrayImage(models.Model):
     # Canonical re-encoded 8-bit grayscale PNG under a generated name; never served inline.
     file = models.FileField(upload_to="images/%Y/%m/", max_length=255)
     original_file = models.FileField(upload_to="originals/%Y/%m/", max_length=255, blank=True)
+    # Grayscale DICOM and 16-bit PNG: the exact values as a 16-bit grayscale PNG (same orientation
+    # as `file`) for windowing in the viewer; the model never reads it. `depth_params` says how to
+    # read it: value = sample * slope + intercept; min, max; the file's window [centre, width] or
+    # null; invert (MONOCHROME1); exact (false: a wider span quantised to 16 bits).
+    depth_file = models.FileField(upload_to="depth/%Y/%m/", max_length=255, blank=True)
+    depth_params = models.JSONField(default=dict, blank=True)
     original_name = models.CharField(
         max_length=255, blank=True, default=""
     )  # sanitised, display only

@@ -15,6 +15,11 @@ urlpatterns = [
         intake.image_file_view,
         name="image_file",
     ),
+    path(
+        "cases/<uuid:case_uuid>/images/<int:pk>/depth",
+        intake.image_depth_view,
+        name="image_depth",
+    ),
     path("cases/<uuid:case_uuid>/cancel/", cases.case_cancel_view, name="case_cancel"),
     path("cases/<uuid:case_uuid>/status", results.case_status_view, name="case_status"),
     path(

@@ -26,7 +26,7 @@ from django.conf import settings
 from PIL import Image
 
 from diagnosis.exceptions import InvalidUploadError
-from diagnosis.imaging import dicom, names, raster, sniff
+from diagnosis.imaging import depth, dicom, names, raster, sniff
 
 __all__ = ["CanonicalImage", "file_too_large_error", "validate_upload"]
 
@@ -48,6 +48,10 @@ class CanonicalImage:
     # What settings.KEEP_ORIGINAL_UPLOADS keeps (DICOM: the de-identified data set); else None.
     original_bytes: bytes | None = None
     original_extension: str = ""
+    # Grayscale DICOM and 16-bit PNG: the exact values as a 16-bit grayscale PNG (no metadata), in
+    # the 8-bit canonical's orientation, and how to read and window them (`depth.FullDepth.params`).
+    depth_png_bytes: bytes | None = None
+    depth_params: dict[str, Any] = field(default_factory=dict)
 
 
 def validate_upload(
@@ -84,9 +88,10 @@ def _validate(data: bytes, filename: str, *, keep_original: bool) -> CanonicalIm
     bit_depth = 8
     metadata: dict[str, Any] = {}
     original: bytes | None = None
+    full_depth: depth.FullDepth | None = None
     if kind == "png":
         bit_depth = _check_png_header(data, max_pixels)
-        gray = raster.decode_raster(data, "png", max_pixels=max_pixels)
+        gray, full_depth = raster.decode_raster_full(data, "png", max_pixels=max_pixels)
         original = data if keep_original else None
     elif kind == "jpeg":
         bit_depth = _check_jpeg_header(data, max_pixels)
@@ -100,6 +105,7 @@ def _validate(data: bytes, filename: str, *, keep_original: bool) -> CanonicalIm
             keep_original=keep_original,
         )
         gray, bit_depth, metadata = result.pixels, result.bit_depth, result.metadata
+        full_depth = result.full_depth
         original = result.deidentified_bytes
     elif (filename or "").lower().endswith(_DICOM_EXTENSIONS):
         raise InvalidUploadError(
@@ -126,6 +132,8 @@ def _validate(data: bytes, filename: str, *, keep_original: bool) -> CanonicalIm
         dicom_metadata=metadata,
         original_bytes=original,
         original_extension={"png": "png", "jpeg": "jpg", "dicom": "dcm"}[source_format],
+        depth_png_bytes=depth.encode_png16(full_depth.samples) if full_depth else None,
+        depth_params=full_depth.params() if full_depth else {},
     )
 
 

@@ -40,7 +40,7 @@ from pydicom.uid import (
 )
 
 from diagnosis.exceptions import InvalidUploadError
-from diagnosis.imaging import sniff
+from diagnosis.imaging import depth, sniff
 from diagnosis.imaging.deidentify import deidentify, refuse_burned_in_annotation
 from diagnosis.imaging.raster import scale_to_u8, to_u8
 from diagnosis.imaging.strict import warnings_as_errors, warnings_ignored
@@ -125,6 +125,7 @@ class DicomResult:
     bit_depth: int
     metadata: dict[str, Any] = field(default_factory=dict)
     deidentified_bytes: bytes | None = None
+    full_depth: depth.FullDepth | None = None  # grayscale images only
 
 
 def _invalid(message: str, code: str = "invalid_dicom") -> InvalidUploadError:
@@ -139,7 +140,7 @@ def decode_dicom(
     ds = _parse(data, has_preamble=has_preamble)
     refuse_burned_in_annotation(ds)
     header = _check_header(ds, max_pixels=max_pixels)
-    pixels = _decode_pixels(ds, header)
+    pixels, full_depth = _decode_pixels(ds, header)
     deidentify(ds)
     metadata = _technical_metadata(ds)
     original = _serialise(ds) if keep_original else None
@@ -148,6 +149,7 @@ def decode_dicom(
         bit_depth=header["bits_stored"],
         metadata=metadata,
         deidentified_bytes=original,
+        full_depth=full_depth,
     )
 
 
@@ -419,7 +421,10 @@ def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:
     return xsiz - x_off, ysiz - y_off, csiz, precision
 
 
-def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
+def _decode_pixels(
+    ds: Dataset, header: dict[str, Any]
+) -> tuple[np.ndarray, depth.FullDepth | None]:
+    """(8-bit canonical, full-depth values or None for colour images)."""
     plugin = header["plugin"]
     if plugin == "gdcm":
         _quiet_gdcm()
@@ -437,7 +442,8 @@ def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
                 gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
                 return (
                     scale_to_u8(gray) if raw.dtype != np.uint8 else np.rint(gray).astype(np.uint8)
-                )
+                ), None
+            full_depth = _full_depth(raw, ds, monochrome1=header["photometric"] == "MONOCHROME1")
             out = window_to_u8(_modality(raw, ds), ds)
     except InvalidUploadError:
         raise
@@ -445,7 +451,7 @@ def _decode_pixels(ds: Dataset, header: dict[str, Any]) -> np.ndarray:
         raise _decode_error(exc, compressed=header["compressed"]) from exc
     if header["photometric"] == "MONOCHROME1":
         out = 255 - out
-    return out
+    return out, full_depth
 
 
 def _decode_error(exc: Exception, *, compressed: bool) -> InvalidUploadError:
@@ -488,6 +494,28 @@ def _modality(raw: np.ndarray, ds: Dataset) -> np.ndarray:
     if intercept:
         values += intercept
     return values
+
+
+def _full_depth(raw: np.ndarray, ds: Dataset, *, monochrome1: bool) -> depth.FullDepth | None:
+    """The Modality LUT's output (or the rescaled stored values) as a lossless full-depth image,
+    with the file's first window. None when the values are not integers a linear map describes
+    (a hostile or malformed LUT): the 8-bit canonical still stands."""
+    window = depth.file_window(ds.get("WindowCenter"), ds.get("WindowWidth"))
+    try:
+        if "ModalityLUTSequence" in ds:
+            from pydicom.pixels import apply_modality_lut
+
+            values = np.asarray(apply_modality_lut(raw, ds))
+            if values.dtype.kind == "f":
+                if not np.all(np.isfinite(values)) or not np.array_equal(values, np.rint(values)):
+                    return None
+                values = values.astype(np.int64)
+            return depth.pack(values, window=window, invert=monochrome1)
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        return depth.pack(raw, slope=slope, intercept=intercept, window=window, invert=monochrome1)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
 
 
 def _first(value: Any) -> float:

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from diagnosis.exceptions import InvalidUploadError
+from diagnosis.imaging import depth
 from diagnosis.imaging.strict import warnings_as_errors
 
 _PILLOW_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",)}
@@ -17,7 +18,15 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 def decode_raster(data: bytes, kind: str, *, max_pixels: int) -> np.ndarray:
-    """Fully decode one PNG/JPEG frame, EXIF-transposed, as a (H, W) uint8 array.
+    """Fully decode one PNG/JPEG frame, EXIF-transposed, as a (H, W) uint8 array."""
+    return decode_raster_full(data, kind, max_pixels=max_pixels)[0]
+
+
+def decode_raster_full(
+    data: bytes, kind: str, *, max_pixels: int
+) -> tuple[np.ndarray, depth.FullDepth | None]:
+    """Fully decode one PNG/JPEG frame, EXIF-transposed: the (H, W) uint8 canonical, and for a
+    grayscale image of more than 8 bits (16-bit PNG) its exact values in the same orientation.
 
     Warnings (truncated data, decompression bombs, corrupt EXIF) are errors; nothing is decoded
     lazily or leniently (`ImageFile.LOAD_TRUNCATED_IMAGES` stays off).
@@ -39,7 +48,7 @@ def decode_raster(data: bytes, kind: str, *, max_pixels: int) -> np.ndarray:
                     )
                 im.load()
                 ImageOps.exif_transpose(im, in_place=True)  # also drops the orientation tag
-                return to_gray_u8(im)
+                return to_gray_u8(im), _full_depth(im)
         except InvalidUploadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -50,6 +59,13 @@ def decode_raster(data: bytes, kind: str, *, max_pixels: int) -> np.ndarray:
             raise InvalidUploadError(
                 "The image is corrupt or truncated and cannot be decoded.", code="corrupt_image"
             ) from exc
+
+
+def _full_depth(im: Image.Image) -> depth.FullDepth | None:
+    """A high-bit-depth grayscale image's samples, exactly (no file window: the full range)."""
+    if im.mode not in _HIGH_BIT_MODES or im.mode == "F":
+        return None
+    return depth.pack(np.asarray(im))
 
 
 def to_gray_u8(im: Image.Image) -> np.ndarray:

@@ -7,7 +7,7 @@
   A bad file raises `InvalidUploadError` whose `code`/`message`/`status_code` are those of the
   first bad file and whose `extra["files"]` lists every bad file as `{index, name, code, message}`.
 - **One transaction.** The Case (status `received`) and its XrayImages are created together;
-  canonical PNGs are written under `staging/` and moved to their generated names only after the
+  canonical PNGs (and the full-depth PNG of DICOM and 16-bit PNG images) are written under `staging/` and moved to their generated names only after the
   commit (`services.media`), so a process killed mid-upload leaves no file under `images/`
   without its row; they are deleted again if the transaction fails, and `media_reconcile` removes
   what a killed process left in staging. The prediction request runs on commit (after the files
@@ -178,6 +178,11 @@ def _case_store(
                 names.generated_name(image.original_extension),
                 image.original_bytes,
                 written,
+            )
+        if image.depth_png_bytes is not None:
+            row.depth_params = image.depth_params
+            row.depth_file.name = _stage(
+                row.depth_file, names.generated_name("png"), image.depth_png_bytes, written
             )
         row.full_clean(exclude=["case"], validate_unique=False, validate_constraints=False)
         row.save()

@@ -10,7 +10,7 @@ storage with the database:
 
 - a staged file whose row exists is published (the process died between commit and publish);
   one whose row does not exist is an orphan once older than the grace period;
-- a file under `images/`, `originals/` or `heatmaps/` that no row points to is an orphan once older
+- a file under `images/`, `originals/`, `depth/` or `heatmaps/` that no row points to is an orphan once older
   than the grace period (in-flight work is younger);
 - orphans are removed with `fix`, otherwise only counted;
 - a row whose file is missing is flagged (counted, ids logged): it cannot be repaired here.
@@ -38,7 +38,8 @@ from diagnosis.models import Prediction, XrayImage
 logger = logging.getLogger(__name__)
 
 STAGING = "staging/"
-_IMAGE_AREAS = ("images/", "originals/")
+_IMAGE_AREAS = ("images/", "originals/", "depth/")
+_IMAGE_FILE_FIELDS = ("file", "original_file", "depth_file")
 _HEATMAPS = "heatmaps/"
 _HEATMAP_ID = re.compile(r"^heatmaps/prediction-(\d+)(?:-overlay)?\.png$")
 
@@ -177,8 +178,8 @@ def media_reconcile(
         if match is None or int(match.group(1)) not in prediction_ids:
             _orphan(report, _HEATMAPS, name, cutoff=cutoff, fix=fix)
 
-    for pk, file_name, original in XrayImage.objects.values_list("pk", "file", "original_file"):
-        if (file_name and file_name not in present) or (original and original not in present):
+    for pk, *file_names in XrayImage.objects.values_list("pk", *_IMAGE_FILE_FIELDS):
+        if any(name and name not in present for name in file_names):
             report.images_missing.append(pk)
     for pk, heatmap in (
         Prediction.objects.filter(status=Prediction.Status.DONE)
@@ -204,8 +205,8 @@ def media_reconcile(
 
 def _image_names() -> set[str]:
     names: set[str] = set()
-    for file_name, original in XrayImage.objects.values_list("file", "original_file"):
-        names.update(n for n in (file_name, original) if n)
+    for file_names in XrayImage.objects.values_list(*_IMAGE_FILE_FIELDS):
+        names.update(n for n in file_names if n)
     return names
 
 

@@ -1,4 +1,5 @@
-"""Intake page (new case with images) and the permission-checked canonical image file."""
+"""Intake page (new case with images) and the permission-checked image files (canonical and
+full-depth PNG)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from django.views.decorators.http import require_GET
 from diagnosis.exceptions import InvalidUploadError, NotFoundError
 from diagnosis.forms import CaseIntakeForm
 from diagnosis.imaging import names
-from diagnosis.models import AuditEvent
+from diagnosis.models import AuditEvent, XrayImage
 from diagnosis.selectors.cases import case_get
 from diagnosis.services.audit import audit_record
 from diagnosis.services.cases import case_create
@@ -172,26 +173,60 @@ def _case_new_page(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@login_required
-@require_GET
-def image_file_view(request: HttpRequest, case_uuid: str, pk: int) -> FileResponse:
-    """The canonical PNG of one image, for users who may see its case (404 otherwise).
-    Originals are never served."""
+def _case_image(request: HttpRequest, case_uuid: str, pk: int) -> tuple[Any, XrayImage]:
+    """The case and one of its images, if the user may see the case (404 otherwise)."""
     try:
         case = case_get(user=request.user, case_uuid=case_uuid)
     except NotFoundError as exc:
         raise Http404("Image not found") from exc
     image = next((item for item in case.images.all() if item.pk == pk), None)
-    if image is None or not image.file:
+    if image is None:
         raise Http404("Image not found")
+    return case, image
+
+
+def _png_response(
+    request: HttpRequest, case: Any, image: XrayImage, field_file: Any, *, kind: str
+) -> FileResponse:
     try:
-        handle = image.file.open("rb")
+        handle = field_file.open("rb")
     except OSError as exc:
-        logger.warning("image file missing", extra={"image_id": image.pk})
+        logger.warning("image file missing", extra={"image_id": image.pk, "kind": kind})
         raise Http404("Image not found") from exc
-    audit_record(action="image.view", request=request, obj=image, case=str(case.uuid))
+    extra = {"kind": kind} if kind != "canonical" else {}
+    audit_record(action="image.view", request=request, obj=image, case=str(case.uuid), **extra)
     response = FileResponse(handle, content_type="image/png")
-    response["Content-Disposition"] = f'inline; filename="image-{image.pk}.png"'
+    suffix = "" if kind == "canonical" else f"-{kind}"
+    response["Content-Disposition"] = f'inline; filename="image-{image.pk}{suffix}.png"'
     response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_GET
+def image_file_view(request: HttpRequest, case_uuid: str, pk: int) -> FileResponse:
+    """The canonical PNG of one image, for users who may see its case (404 otherwise).
+    Originals are never served."""
+    case, image = _case_image(request, case_uuid, pk)
+    if not image.file:
+        raise Http404("Image not found")
+    response = _png_response(request, case, image, image.file, kind="canonical")
     response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_GET
+def image_depth_view(request: HttpRequest, case_uuid: str, pk: int) -> FileResponse:
+    """The full-depth 16-bit grayscale PNG of a DICOM or 16-bit PNG image (see
+    `XrayImage.depth_params` for reading it), with the canonical PNG's access rules: 404 to users
+    who may not see the case, and to images without one. Audited as `image.view` (kind `depth`).
+
+    Cacheable by the browser only (`private`): the file of an image never changes, and the viewer
+    fetches it each time the image is shown."""
+    case, image = _case_image(request, case_uuid, pk)
+    if not image.depth_file:
+        raise Http404("This image has no full-depth version")
+    response = _png_response(request, case, image, image.depth_file, kind="depth")
+    response["Cache-Control"] = "private, max-age=3600"
     return response

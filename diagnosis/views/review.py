@@ -29,7 +29,7 @@ from diagnosis.exceptions import (
     NotFoundError,
     PermissionDeniedError,
 )
-from diagnosis.models import AuditEvent, BodyPart, Case, Label, Review
+from diagnosis.models import AuditEvent, BodyPart, Case, Label, Review, XrayImage
 from diagnosis.selectors.models import model_version_list
 from diagnosis.selectors.reviews import (
     QUEUE_STATUSES,
@@ -119,6 +119,20 @@ def image_urls(case: Case, image_id: int, prediction_id: int | None) -> dict[str
         path = reverse("diagnosis:heatmap_file", kwargs={"case_uuid": case.uuid, "pk": image_id})
         heatmap = f"{path}?{urlencode({'p': prediction_id})}"
     return {"image": image, "heatmap": heatmap}
+
+
+def full_depth(case: Case, image: XrayImage) -> dict[str, str] | None:
+    """The full-depth PNG's URL and its reading params (JSON) for the viewer, or None when the
+    image has none (JPEG, 8-bit PNG, colour DICOM, images stored before full depth was kept)."""
+    params = image.depth_params or {}
+    if not image.depth_file or not all(key in params for key in ("slope", "intercept")):
+        return None
+    try:
+        encoded = json.dumps(params, allow_nan=False)
+    except ValueError:  # a non-finite number: the viewer windows the 8-bit canonical instead
+        return None
+    url = reverse("diagnosis:image_depth", kwargs={"case_uuid": case.uuid, "pk": image.pk})
+    return {"url": url, "params": encoded}
 
 
 # --- Queue --------------------------------------------------------------------------------------------------
@@ -363,6 +377,7 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
                     prediction.pk if prediction and prediction.heatmap else None,
                 ),
                 "spacing": pixel_spacing(item.image.dicom_metadata),
+                "depth": full_depth(case, item.image),
                 "reads": [item.reads[n] for n in sorted(item.reads)],
                 "choices": [item.reads[n] for n in (1, 2) if n in item.reads]
                 if stage == STAGE_ADJUDICATION

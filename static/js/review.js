@@ -80,6 +80,7 @@
       if (out) out.textContent = result ? "Distance: " + result.text : "";
     },
     onChange: function (v) {
+      syncWindowControls(v);
       if (Number(level.value) !== v.level) level.value = v.level;
       if (Number(windowWidth.value) !== v.window) windowWidth.value = v.window;
     },
@@ -106,6 +107,7 @@
     });
     var panel = panels[current];
     viewer.load(panel.dataset.imageUrl, panel.dataset.heatmapUrl);
+    viewer.loadDepth(panel.dataset.depthUrl || "", depthParams(panel));
     viewer.setSpacing(panel.dataset.spacing ? panel.dataset.spacing.split(",").map(Number) : null);
     heatToggle.disabled = !panel.dataset.heatmapUrl;
     var input = regionInput(panel);
@@ -117,6 +119,34 @@
     });
     viewer.setPriorBoxes(priors);
     syncBoxAllowed();
+  }
+
+  /* Full depth (DICOM, 16-bit PNG): the panel's params for the viewer, or null. */
+  function depthParams(panel) {
+    if (!panel.dataset.depth) return null;
+    try {
+      return JSON.parse(panel.dataset.depth);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  /* The level/window sliders range over the values being windowed (0-255 on the 8-bit canonical,
+     the file's own values at full depth), and the readout shows them. */
+  function syncWindowControls(v) {
+    var limits = v.windowLimits();
+    [[level, limits.levelMin, limits.levelMax], [windowWidth, limits.widthMin, limits.widthMax]].forEach(function (entry) {
+      var input = entry[0];
+      if (Number(input.min) !== entry[1]) input.min = entry[1];
+      if (Number(input.max) !== entry[2]) input.max = entry[2];
+      if (Number(input.step) !== limits.step) input.step = limits.step;
+    });
+    var readout = document.getElementById("wl-readout");
+    if (readout) {
+      readout.textContent = v.isFullDepth()
+        ? "Full depth · " + v.windowText()
+        : "8-bit display · " + v.windowText();
+    }
   }
 
   function setPressed(button, on) {
@@ -251,6 +281,7 @@
   if (preset) {
     preset.addEventListener("change", function () {
       if (!preset.value) return;
+      if (viewer.applyPreset(preset.options[preset.selectedIndex].dataset.preset)) return;
       var parts = preset.value.split(",").map(Number);
       level.value = parts[0];
       windowWidth.value = parts[1];

@@ -7,6 +7,8 @@
  * Extra overlays (e.g. model candidate boxes) go through setBoxLayer(name, boxes, className) after
  * load() (each load announces itself with a "viewer:load" event on the root element) and are shown
  * or hidden with setLayerVisible(name, on).
+ * Full depth (DICOM, 16-bit PNG): loadDepth(url, params) windows the image's real values instead of
+ * the 8-bit canonical (see the "Full-depth windowing" section at the end).
  *
  * No inline styles or scripts (the Content-Security-Policy forbids them): this file sets style
  * properties through the CSSOM and SVG attributes only.
@@ -93,7 +95,8 @@
         self.ty = self.drag.ty + (e.clientY - self.drag.y);
         self._applyTransform();
       } else if (self.drag.kind === "window") {
-        self.setWindow(self.drag.level - (e.clientY - self.drag.y), self.drag.window + (e.clientX - self.drag.x));
+        var k = self.windowStep();
+        self.setWindow(self.drag.level - (e.clientY - self.drag.y) * k, self.drag.window + (e.clientX - self.drag.x) * k);
       } else if (self.drag.kind === "measure") {
         var m = self.toFraction(e.clientX, e.clientY);
         self.setMeasure({ x0: self.drag.x0, y0: self.drag.y0, x1: m.x, y1: m.y });
@@ -152,6 +155,7 @@
     var self = this;
     var token = ++this.loadToken;
     delete this.root.dataset.loaded;
+    this._depthReset();
     this.setMeasure(null);
     this._clearLayers(); // box layers belong to one image
     this.gray = null;
@@ -205,6 +209,7 @@
     } catch (err) {
       this.gray = null; // pixels unreadable: fall back to CSS filters
     }
+    this._depthImageLoaded();
     this.reset();
     this._render();
     this._drawLayers();
@@ -223,6 +228,10 @@
 
   Viewer.prototype._paint = function () {
     if (!this.naturalW) return;
+    if (this._depthPaint()) {
+      this._updateStatus();
+      return;
+    }
     if (this.gray) {
       var lut = new Uint8ClampedArray(256);
       var lo = this.level - this.window / 2;
@@ -252,8 +261,8 @@
 
   Viewer.prototype._updateStatus = function () {
     if (!this.naturalW) return;
-    this.status.textContent = "Zoom " + Math.round(this.scale * 100) + "% · level " + this.level +
-      " · window " + this.window + (this.inverted ? " · inverted" : "");
+    this.status.textContent = "Zoom " + Math.round(this.scale * 100) + "% · " + this.windowText() +
+      (this.inverted ? " · inverted" : "");
     this.onChange(this);
   };
 
@@ -418,6 +427,11 @@
   };
 
   Viewer.prototype.setWindow = function (level, width) {
+    if (this.depthOn) {
+      this._depthSetWindow(level, width);
+      this._render();
+      return;
+    }
     this.level = clamp(Math.round(level), 0, 255);
     this.window = clamp(Math.round(width), 1, 255);
     this._render();
@@ -487,6 +501,304 @@
     el.setAttribute("height", box.h);
     el.setAttribute("visibility", "visible");
   }
+
+  /* ---- Full-depth windowing (DICOM and 16-bit PNG) ----------------------------------------------
+   * The server keeps an image's real values as a 16-bit grayscale PNG beside the 8-bit canonical.
+   * Canvas drawImage would reduce it to 8 bits, so it is decoded here: the IDAT data inflated with
+   * DecompressionStream("deflate") (zlib), the rows unfiltered. A sample s means the value
+   * s * slope + intercept in the file's units (Modality LUT applied); windows use the DICOM linear
+   * VOI function on those values, so the file's own window shows the image as the 8-bit canonical
+   * does, and MONOCHROME1 (params.invert) shows low values bright. Without that data (JPEG, 8-bit
+   * PNG, colour DICOM, an older browser, a failed fetch) the viewer windows the 8-bit canonical. */
+
+  // Presets on the full-depth values: the black and white ends of the window as fractions of the
+  // file's window (else of the full range), in display order (dark to bright). They are the
+  // 8-bit presets (bone 150/140, soft tissue 90/200 on the 0-255 canonical, which is that window)
+  // applied to the real values, so they look the same at the start but keep every grey level.
+  var DEPTH_PRESETS = {
+    bone: [80 / 255, 220 / 255],
+    soft: [-10 / 255, 190 / 255],
+  };
+  var PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
+
+  function inflate(parts) {
+    var stream = new Blob(parts).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).arrayBuffer().then(function (buffer) { return new Uint8Array(buffer); });
+  }
+
+  function paeth(a, b, c) {
+    var p = a + b - c;
+    var pa = Math.abs(p - a);
+    var pb = Math.abs(p - b);
+    var pc = Math.abs(p - c);
+    if (pa <= pb && pa <= pc) return a;
+    return pb <= pc ? b : c;
+  }
+
+  /* A 16-bit grayscale, non-interlaced PNG (what the server writes) -> {width, height, samples}. */
+  function decodePng16(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var view = new DataView(buffer);
+    for (var k = 0; k < 8; k++) {
+      if (bytes[k] !== PNG_SIGNATURE[k]) return Promise.reject(new Error("not a PNG file"));
+    }
+    var width = 0;
+    var height = 0;
+    var idat = [];
+    var pos = 8;
+    while (pos + 8 <= bytes.length) {
+      var length = view.getUint32(pos);
+      var type = String.fromCharCode(bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]);
+      var start = pos + 8;
+      if (start + length + 4 > bytes.length) return Promise.reject(new Error("truncated PNG"));
+      if (type === "IHDR") {
+        width = view.getUint32(start);
+        height = view.getUint32(start + 4);
+        // bit depth 16, colour type 0 (grayscale), no interlace
+        if (bytes[start + 8] !== 16 || bytes[start + 9] !== 0 || bytes[start + 12] !== 0) {
+          return Promise.reject(new Error("not a 16-bit grayscale PNG"));
+        }
+      } else if (type === "IDAT") {
+        idat.push(bytes.subarray(start, start + length));
+      } else if (type === "IEND") {
+        break;
+      }
+      pos = start + length + 4; // data and CRC
+    }
+    if (!width || !height || !idat.length) return Promise.reject(new Error("PNG without image data"));
+    return inflate(idat).then(function (raw) {
+      var stride = width * 2;
+      if (raw.length < height * (stride + 1)) throw new Error("truncated PNG image data");
+      var samples = new Uint16Array(width * height);
+      var prev = -1; // offset of the previous row's (unfiltered) bytes
+      for (var y = 0; y < height; y++) {
+        var row = y * (stride + 1) + 1;
+        var filter = raw[row - 1];
+        var i;
+        // Unfilter in place (bpp = 2): a is the byte 2 to the left, b the byte above, c above-left.
+        if (filter === 1) {
+          for (i = 2; i < stride; i++) raw[row + i] = (raw[row + i] + raw[row + i - 2]) & 255;
+        } else if (filter === 2) {
+          if (prev >= 0) for (i = 0; i < stride; i++) raw[row + i] = (raw[row + i] + raw[prev + i]) & 255;
+        } else if (filter === 3) {
+          for (i = 0; i < stride; i++) {
+            var left = i >= 2 ? raw[row + i - 2] : 0;
+            var up = prev >= 0 ? raw[prev + i] : 0;
+            raw[row + i] = (raw[row + i] + ((left + up) >> 1)) & 255;
+          }
+        } else if (filter === 4) {
+          for (i = 0; i < stride; i++) {
+            var a = i >= 2 ? raw[row + i - 2] : 0;
+            var b = prev >= 0 ? raw[prev + i] : 0;
+            var c = i >= 2 && prev >= 0 ? raw[prev + i - 2] : 0;
+            raw[row + i] = (raw[row + i] + paeth(a, b, c)) & 255;
+          }
+        } else if (filter !== 0) {
+          throw new Error("unknown PNG filter");
+        }
+        var out = y * width;
+        for (i = 0; i < width; i++) samples[out + i] = (raw[row + 2 * i] << 8) | raw[row + 2 * i + 1];
+        prev = row;
+      }
+      return { width: width, height: height, samples: samples };
+    });
+  }
+
+  function finiteNumber(v) {
+    return typeof v === "number" && isFinite(v);
+  }
+
+  /* Decoded samples and their params -> what windowing needs: value map, histogram, range. */
+  function depthModel(image, params) {
+    var slope = params.slope;
+    var intercept = params.intercept;
+    if (!finiteNumber(slope) || slope === 0 || !finiteNumber(intercept)) throw new Error("bad value map");
+    var s = image.samples;
+    var lowS = 65535;
+    var highS = 0;
+    for (var i = 0; i < s.length; i++) {
+      var sample = s[i];
+      if (sample < lowS) lowS = sample;
+      if (sample > highS) highS = sample;
+    }
+    var v0 = lowS * slope + intercept;
+    var v1 = highS * slope + intercept;
+    // Values step by |slope|: integers stay integers, finer maps keep their decimals.
+    var step = Math.abs(slope);
+    var integral = Math.abs(slope - Math.round(slope)) < 1e-9 && Math.abs(intercept - Math.round(intercept)) < 1e-9;
+    var decimals = integral ? 0 : Math.min(4, Math.max(0, -Math.floor(Math.log10(step)) + 1));
+    var win = params.window;
+    return {
+      width: image.width,
+      height: image.height,
+      samples: s,
+      highS: highS,
+      slope: slope,
+      intercept: intercept,
+      min: Math.min(v0, v1),
+      max: Math.max(v0, v1),
+      step: integral ? 1 : Math.pow(10, -decimals),
+      decimals: decimals,
+      invert: !!params.invert,
+      exact: params.exact !== false,
+      fileWindow: win && finiteNumber(win[0]) && finiteNumber(win[1]) && win[1] > 0 ? [win[0], win[1]] : null,
+    };
+  }
+
+  /* The DICOM window whose black end is lo and white end hi. */
+  function windowBetween(lo, hi) {
+    var width = Math.max(hi - lo + 1, 1);
+    return [lo + width / 2, width];
+  }
+
+  Viewer.prototype._depthReset = function () {
+    if (this.depthOn) {
+      this.level = 128;
+      this.window = 255;
+    }
+    this.depth = null;
+    this.depthOn = false;
+    delete this.root.dataset.depth;
+  };
+
+  /* Window the full-depth values of the image being shown: `url` of its 16-bit PNG, `params`
+     {slope, intercept, min, max, window, invert, exact}. Call after load(); resolves true once
+     windowing runs on the full-depth values, false when the viewer keeps the 8-bit canonical. */
+  Viewer.prototype.loadDepth = function (url, params) {
+    var self = this;
+    var token = this.loadToken;
+    if (!url || !params) return Promise.resolve(false);
+    if (typeof DecompressionStream === "undefined") {
+      this.root.dataset.depth = "unavailable";
+      return Promise.resolve(false);
+    }
+    this.root.dataset.depth = "loading";
+    return fetch(url, { credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.arrayBuffer();
+      })
+      .then(decodePng16)
+      .then(function (image) {
+        if (token !== self.loadToken) return false;
+        self.depth = depthModel(image, params);
+        self._depthActivate();
+        return true;
+      })
+      .catch(function () {
+        if (token !== self.loadToken) return false;
+        self.depth = null;
+        self.root.dataset.depth = "unavailable";
+        self._updateStatus();
+        return false;
+      });
+  };
+
+  Viewer.prototype._depthImageLoaded = function () {
+    if (this.depth && !this.depthOn) this._depthActivate();
+  };
+
+  /* Switch to the full-depth values once both they and the 8-bit image are here. */
+  Viewer.prototype._depthActivate = function () {
+    var d = this.depth;
+    if (!d || !this.naturalW || !this.imageData || this.imageData.width !== this.naturalW) return;
+    if (d.width !== this.naturalW || d.height !== this.naturalH) {
+      this.depth = null;
+      this.root.dataset.depth = "unavailable";
+      return;
+    }
+    this.depthOn = true;
+    this.canvas.style.filter = "";
+    var win = this._depthPresetWindow("default");
+    this._depthSetWindow(win[0], win[1]);
+    this.root.dataset.depth = "1";
+    this._render();
+  };
+
+  Viewer.prototype._depthPresetWindow = function (name) {
+    var d = this.depth;
+    if (name === "default" && d.fileWindow) return d.fileWindow.slice();
+    if (name === "default" || name === "full") return windowBetween(d.min, d.max);
+    var q = DEPTH_PRESETS[name];
+    if (!q) return null;
+    var base = d.fileWindow || windowBetween(d.min, d.max);
+    var black = base[0] - base[1] / 2; // the base window's black end and width, in values
+    // Display order is value order, or its reverse for MONOCHROME1.
+    var qa = d.invert ? 1 - q[1] : q[0];
+    var qb = d.invert ? 1 - q[0] : q[1];
+    return windowBetween(black + qa * base[1], black + qb * base[1]);
+  };
+
+  Viewer.prototype._depthSetWindow = function (level, width) {
+    var d = this.depth;
+    var round = function (v) { return Number((Math.round(v / d.step) * d.step).toFixed(d.decimals)); };
+    this.level = round(clamp(level, d.min, d.max));
+    this.window = round(clamp(width, d.step, 2 * (d.max - d.min + 1)));
+  };
+
+  /* Paint the full-depth values through the window; false when the 8-bit path paints. */
+  Viewer.prototype._depthPaint = function () {
+    if (!this.depthOn) return false;
+    var d = this.depth;
+    var lut = new Uint32Array(d.highS + 1);
+    var black = this.level - 0.5;
+    var span = Math.max(this.window - 1, 1);
+    var flip = d.invert !== this.inverted;
+    for (var s = 0; s <= d.highS; s++) {
+      var x = s * d.slope + d.intercept;
+      var o = clamp(Math.round(((x - black) / span + 0.5) * 255), 0, 255);
+      if (flip) o = 255 - o;
+      lut[s] = (0xff000000 | (o << 16) | (o << 8) | o) >>> 0;
+    }
+    var out = new Uint32Array(this.imageData.data.buffer);
+    var samples = d.samples;
+    for (var i = 0; i < samples.length; i++) out[i] = lut[samples[i]];
+    this.ctx.putImageData(this.imageData, 0, 0);
+    return true;
+  };
+
+  /* Set a named window: "default" (the file's window, else the full range), "full", "bone" or
+     "soft", computed on the full-depth values. False on the 8-bit canonical (the caller's own
+     0-255 presets apply there). */
+  Viewer.prototype.applyPreset = function (name) {
+    if (!this.depthOn) return false;
+    var win = this._depthPresetWindow(name);
+    if (!win) return false;
+    this.setWindow(win[0], win[1]);
+    return true;
+  };
+
+  Viewer.prototype.isFullDepth = function () {
+    return !!this.depthOn;
+  };
+
+  /* What the level and window controls may range over, in the units shown. */
+  Viewer.prototype.windowLimits = function () {
+    if (!this.depthOn) return { levelMin: 0, levelMax: 255, widthMin: 1, widthMax: 255, step: 1 };
+    var d = this.depth;
+    return {
+      levelMin: d.min,
+      levelMax: d.max,
+      widthMin: d.step,
+      widthMax: 2 * (d.max - d.min + 1),
+      step: d.step,
+    };
+  };
+
+  /* Window change per screen pixel dragged: a drag across 256 pixels covers the whole range. */
+  Viewer.prototype.windowStep = function () {
+    if (!this.depthOn) return 1;
+    return (this.depth.max - this.depth.min + 1) / 256;
+  };
+
+  Viewer.prototype.windowText = function () {
+    if (!this.depthOn) return "level " + this.level + " · window " + this.window;
+    var d = this.depth;
+    return "level " + this.level.toFixed(d.decimals) + " · window " + this.window.toFixed(d.decimals) +
+      " (file values" + (d.exact ? "" : ", quantised to 16 bits") + ")";
+  };
+
+  Viewer.decodePng16 = decodePng16; // for the browser tests
 
   window.FractureViewer = Viewer;
 })();

@@ -78,7 +78,13 @@ def test_creates_case_and_images_and_requests_predictions_after_commit(
         (1, "dicom", "b.dcm"),
     ]
     assert images[1].dicom_metadata["BitsStored"] == 12
-    assert len(builders.files_under(settings.MEDIA_ROOT)) == 2
+    # Two canonical PNGs, and the DICOM's full-depth PNG.
+    assert not images[0].depth_file
+    assert images[1].depth_file.name.startswith("depth/")
+    assert sorted(
+        p.relative_to(settings.MEDIA_ROOT).as_posix()
+        for p in builders.files_under(settings.MEDIA_ROOT)
+    ) == sorted([images[0].file.name, images[1].file.name, images[1].depth_file.name])
     event = AuditEvent.objects.get(action="case.create")
     assert (event.object_id, event.extra) == (str(case.uuid), {"images": 2})
 

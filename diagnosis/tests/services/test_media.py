@@ -9,11 +9,13 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from PIL import Image
 
 from diagnosis.models import Case, XrayImage
 from diagnosis.services import cases as case_services
@@ -139,4 +141,52 @@ def test_periodic_task_is_scheduled_on_the_default_queue_and_removes_orphans(set
     default_storage.save("staging/images/2026/01/dead.png", ContentFile(b"png"))
     _age(settings, "staging/images/2026/01/dead.png")
     assert tasks.media_reconcile()["removed"] == 1
+    assert _files(settings) == set()
+
+
+def _create_full_depth(user) -> Case:
+    values = np.random.default_rng(0).integers(0, 65535, (40, 30)).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, "PNG")
+    files = [SimpleUploadedFile("deep.png", buffer.getvalue(), content_type="image/png")]
+    return case_services.case_create(
+        user=user, patient_ref="REF-D", body_part="hand", clinical_question="", files=files
+    )
+
+
+def test_the_full_depth_file_is_staged_published_reconciled_and_removed_with_its_case(
+    clinician, settings, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        case = _create_full_depth(clinician)
+    image = case.images.get()
+    names = {image.file.name, image.depth_file.name}
+    assert image.depth_file.name.startswith("depth/")
+    assert _files(settings) == {f"staging/{name}" for name in names}
+    callbacks[0]()
+    assert _files(settings) == names
+
+    # A missing full-depth file is a row without its file.
+    depth_path = _media(settings) / image.depth_file.name
+    kept = depth_path.read_bytes()
+    depth_path.unlink()
+    assert media_reconcile(fix=True).images_missing == [image.pk]
+    depth_path.write_bytes(kept)
+    assert media_reconcile(fix=True).images_missing == []
+
+    # Deleting the case leaves its files to the reconcile, which removes all of them.
+    case.delete()
+    for name in names:
+        _age(settings, name)
+    report = media_reconcile(fix=True)
+    assert report.as_counts()["orphans_depth"] == 1
+    assert report.as_counts()["orphans_images"] == 1
+    assert _files(settings) == set()
+
+
+def test_an_unreferenced_full_depth_file_is_an_orphan(settings):
+    default_storage.save("depth/2025/12/orphan.png", ContentFile(b"png"))
+    _age(settings, "depth/2025/12/orphan.png")
+    report = media_reconcile(fix=True)
+    assert report.as_counts()["orphans_depth"] == 1
     assert _files(settings) == set()

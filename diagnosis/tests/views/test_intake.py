@@ -191,7 +191,10 @@ def test_good_upload_is_stored_canonical(
     assert GENERATED_PNG.match(image.file.name)
     # Before the commit the file is staged: nothing under its final name yet.
     media = Path(settings.MEDIA_ROOT)
-    assert builders.files_under(media) == [media / "staging" / image.file.name]
+    # DICOM and 16-bit PNG also keep their full-depth values; 8-bit PNG and JPEG do not.
+    stored_names = [n for n in (image.file.name, image.depth_file.name) if n]
+    assert bool(image.depth_file) is (good.source_format == "dicom" or good.id == "png-16bit")
+    assert builders.files_under(media) == sorted(media / "staging" / n for n in stored_names)
     callbacks[0]()
     assert image.source_format == good.source_format
     assert image.original_name == good.filename
@@ -201,9 +204,7 @@ def test_good_upload_is_stored_canonical(
     arr = builders.decode_canonical(stored)
     assert (image.width, image.height) == (arr.shape[1], arr.shape[0])
     good.check(arr, _StoredView(image, stored))
-    assert builders.files_under(settings.MEDIA_ROOT) == [
-        Path(settings.MEDIA_ROOT) / image.file.name
-    ]
+    assert builders.files_under(settings.MEDIA_ROOT) == sorted(media / n for n in stored_names)
 
 
 class _StoredView:
