@@ -384,9 +384,8 @@ def _screen_context(request: HttpRequest, case: Case, stage: int | None) -> dict
                 else [],
                 "final_read": item.final_read(),
                 "boxes_json": json.dumps(item.final_boxes()) if stage is None else "",
-                "candidates_json": json.dumps(
-                    candidate_fractions(prediction, item.image) if holds_claim else []
-                ),
+                # the model's marks offered as boxes to accept, in the frame of the reader's boxes
+                "suggestions": candidate_fractions(prediction, item.image) if holds_claim else [],
             }
         )
     return {

@@ -1,7 +1,13 @@
 /*
  * Review screen: wires the viewer to the toolbar, the per-image decision panels and the keyboard.
  * Shortcuts: C confirm, X correct (1 / 2 choose a read when adjudicating), N save and next,
- * H heat-map, I invert, B draw box, Del remove box, + / - zoom, 0 fit, [ / ] previous / next image.
+ * H heat-map, I invert, B draw box, A add box, Del delete the selected box, arrows move it
+ * (Shift+arrows resize it), + / - zoom, 0 fit, [ / ] previous / next image.
+ *
+ * Boxes: the reader's fracture boxes per image, several allowed, kept as JSON in the panel's
+ * boxes input ({x, y, w, h, origin} in fractions of the image). The model's marks are offered as
+ * suggestions: "Accept" makes one the reader's box (origin model_accepted; moving or resizing it
+ * makes it model_moved); boxes the reader draws or adds are "reader".
  *
  * The reader's work in progress (decision, box, comment per image) is saved to the server as a
  * draft while they hold the claim and restored when they come back; leaving with changes the
@@ -30,24 +36,8 @@
   var submitting = false;
   var onChanged = function () {};
 
-  function parseRegion(text) {
-    if (!text) return null;
-    try {
-      var r = JSON.parse(text);
-      return r && typeof r.x === "number" ? r : null;
-    } catch (err) {
-      return null;
-    }
-  }
-
-  function firstBox(text) {
-    try {
-      var list = JSON.parse(text || "[]");
-      return list && list.length ? list[0] : null;
-    } catch (err) {
-      return null;
-    }
-  }
+  var selected = {}; // panel index -> the selected box's index
+  var STEP = 0.01; // keyboard move / resize step, a fraction of the image
 
   function pct(v) {
     return (v * 100).toFixed(1) + "%";
@@ -57,12 +47,156 @@
     return panel.querySelector(".region-input");
   }
 
-  function showRegion(panel, box) {
+  function parseBoxes(text) {
+    if (!text) return [];
+    try {
+      var list = JSON.parse(text);
+      return Array.isArray(list) ? list.filter(function (b) { return b && typeof b.x === "number"; }) : [];
+    } catch (err) {
+      return [];
+    }
+  }
+
+  function boxesOf(panel) {
+    var input = regionInput(panel);
+    return input ? parseBoxes(input.value) : parseBoxes(panel.dataset.finalBoxes || "");
+  }
+
+  var ORIGIN_WORDS = {
+    reader: "drawn by you",
+    model_accepted: "model mark, accepted",
+    model_moved: "model mark, moved",
+  };
+
+  function describe(box) {
+    return "x " + pct(box.x) + ", y " + pct(box.y) + ", " + pct(box.w) + " × " + pct(box.h);
+  }
+
+  function sameBox(a, b) {
+    return Math.abs(a.x - b.x) < 1e-4 && Math.abs(a.y - b.y) < 1e-4 &&
+      Math.abs(a.w - b.w) < 1e-4 && Math.abs(a.h - b.h) < 1e-4;
+  }
+
+  /* The panel's readout, its list of boxes (select / delete buttons) and its suggestions. */
+  function showBoxes(panel, boxes) {
     var readout = panel.querySelector(".region-readout");
-    if (!readout) return;
-    readout.textContent = box
-      ? "Box: x " + pct(box.x) + ", y " + pct(box.y) + ", " + pct(box.w) + " × " + pct(box.h)
-      : "No box drawn.";
+    if (readout) {
+      readout.textContent = !boxes.length
+        ? "No box drawn."
+        : boxes.length === 1
+          ? "Box: " + describe(boxes[0])
+          : "Boxes (" + boxes.length + "): " + boxes.map(describe).join("; ");
+    }
+    var index = panels.indexOf(panel);
+    var list = panel.querySelector(".reader-boxes");
+    if (list) {
+      while (list.firstChild) list.removeChild(list.firstChild);
+      boxes.forEach(function (box, i) {
+        var item = document.createElement("li");
+        item.className = "reader-box" + (selected[index] === i ? " selected" : "");
+        item.setAttribute("data-testid", "reader-box");
+        item.dataset.origin = box.origin || "reader";
+        var pick = document.createElement("button");
+        pick.type = "button";
+        pick.className = "link-button select-box";
+        pick.setAttribute("aria-pressed", selected[index] === i ? "true" : "false");
+        pick.textContent = "Box " + (i + 1) + " (" + (ORIGIN_WORDS[box.origin] || ORIGIN_WORDS.reader) + ")";
+        pick.addEventListener("click", function () { selectBox(panel, i); });
+        var remove = document.createElement("button");
+        remove.type = "button";
+        remove.className = "link-button delete-box";
+        remove.textContent = "Delete box " + (i + 1);
+        remove.addEventListener("click", function () { deleteBox(panel, i); });
+        item.appendChild(pick);
+        item.appendChild(document.createTextNode(" "));
+        item.appendChild(remove);
+        list.appendChild(item);
+      });
+      list.hidden = !boxes.length;
+    }
+    panel.querySelectorAll(".accept-mark").forEach(function (button) {
+      var mark = parseBoxes("[" + button.dataset.box + "]")[0];
+      var taken = mark && boxes.some(function (b) { return b.origin === "model_accepted" && sameBox(b, mark); });
+      button.dataset.accepted = taken ? "1" : "";
+      button.querySelector(".accept-state").textContent = taken ? "accepted" : "";
+    });
+  }
+
+  /* Store a panel's boxes (and which is selected), redraw them, tell the draft. */
+  function setBoxes(panel, boxes, sel, quiet) {
+    var index = panels.indexOf(panel);
+    var clean = boxes.map(function (b) {
+      return { x: b.x, y: b.y, w: b.w, h: b.h, origin: b.origin || "reader" };
+    });
+    selected[index] = sel !== undefined && sel >= 0 && sel < clean.length ? sel : -1;
+    var input = regionInput(panel);
+    if (input) input.value = clean.length ? JSON.stringify(clean) : "";
+    if (index === current) viewer.setBoxes(clean, selected[index]);
+    showBoxes(panel, clean);
+    if (!quiet) {
+      updateTabs();
+      onChanged();
+    }
+  }
+
+  function selectBox(panel, i) {
+    setBoxes(panel, boxesOf(panel), i, true);
+  }
+
+  function deleteBox(panel, i) {
+    if (!editable) return;
+    var boxes = boxesOf(panel);
+    if (i < 0 || i >= boxes.length) return;
+    boxes.splice(i, 1);
+    setBoxes(panel, boxes, boxes.length ? Math.min(i, boxes.length - 1) : -1);
+    announce(panel, "Box " + (i + 1) + " deleted.");
+  }
+
+  function announce(panel, text) {
+    var status = panel.querySelector(".box-status");
+    if (status) status.textContent = text;
+  }
+
+  function boxesAllowed(panel) {
+    return editable && panelLabel(panel) !== "not_fractured";
+  }
+
+  function acceptMark(panel, button) {
+    if (!boxesAllowed(panel)) return;
+    var mark = parseBoxes("[" + button.dataset.box + "]")[0];
+    if (!mark) return;
+    var boxes = boxesOf(panel);
+    var already = boxes.findIndex(function (b) { return b.origin === "model_accepted" && sameBox(b, mark); });
+    if (already >= 0) {
+      selectBox(panel, already);
+      return;
+    }
+    boxes.push({ x: mark.x, y: mark.y, w: mark.w, h: mark.h, origin: "model_accepted" });
+    setBoxes(panel, boxes, boxes.length - 1);
+    announce(panel, "Model mark " + button.dataset.rank + " accepted as box " + boxes.length + ".");
+  }
+
+  /* A box added from the keyboard: 10% of the image, centred; move it with the arrows. */
+  function addBox(panel) {
+    if (!boxesAllowed(panel)) return;
+    var boxes = boxesOf(panel);
+    boxes.push({ x: 0.45, y: 0.45, w: 0.1, h: 0.1, origin: "reader" });
+    setBoxes(panel, boxes, boxes.length - 1);
+    announce(panel, "Box " + boxes.length + " added in the centre: move it with the arrow keys, resize with Shift+arrows.");
+  }
+
+  /* Move (or with resize, grow/shrink) the selected box by a keyboard step. */
+  function nudge(dx, dy, resize) {
+    var panel = panels[current];
+    var i = selected[current];
+    if (!boxesAllowed(panel) || i === undefined || i < 0) return false;
+    var boxes = boxesOf(panel);
+    var box = boxes[i];
+    if (!box) return false;
+    var next = resize ? window.FractureViewer.resizeBox(box, dx, dy) : window.FractureViewer.moveBox(box, dx, dy);
+    boxes[i] = Object.assign({}, box, next, { origin: box.origin === "model_accepted" ? "model_moved" : box.origin });
+    setBoxes(panel, boxes, i);
+    return true;
   }
 
   var viewer = new window.FractureViewer(root, {
@@ -71,7 +205,7 @@
     heatmap: document.getElementById("viewer-heatmap"),
     status: document.getElementById("viewer-status"),
     box: document.getElementById("viewer-box"),
-    priorBoxes: { 1: document.getElementById("prior-box-1"), 2: document.getElementById("prior-box-2") },
+    editLayer: document.getElementById("viewer-edit-boxes"),
     drawEnabled: editable,
     layers: document.getElementById("viewer-layers"),
     measureLine: document.getElementById("measure-line"),
@@ -84,13 +218,21 @@
       if (Number(level.value) !== v.level) level.value = v.level;
       if (Number(windowWidth.value) !== v.window) windowWidth.value = v.window;
     },
-    onBox: function (box) {
+    onBoxes: function (boxes, sel, how) {
       var panel = panels[current];
-      var input = regionInput(panel);
-      if (input) input.value = box ? JSON.stringify(box) : "";
-      showRegion(panel, box);
-      updateTabs();
-      onChanged();
+      if (!regionInput(panel)) return;
+      if (how === "select") {
+        selectBox(panel, sel);
+        return;
+      }
+      var before = boxesOf(panel);
+      var list = boxes.map(function (b, i) {
+        var origin = b.origin || "reader";
+        // a model mark the reader moved or resized is theirs to answer for, not the model's
+        if (i === sel && how !== "add" && before[i] && origin === "model_accepted") origin = "model_moved";
+        return Object.assign({}, b, { origin: origin });
+      });
+      setBoxes(panel, list, sel);
     },
   });
 
@@ -110,14 +252,20 @@
     viewer.loadDepth(panel.dataset.depthUrl || "", depthParams(panel));
     viewer.setSpacing(panel.dataset.spacing ? panel.dataset.spacing.split(",").map(Number) : null);
     heatToggle.disabled = !panel.dataset.heatmapUrl;
-    var input = regionInput(panel);
-    var box = input ? parseRegion(input.value) : firstBox(panel.dataset.finalBoxes || "");
-    viewer.setBox(box);
-    var priors = {};
+    var boxes = boxesOf(panel);
+    viewer.setBoxes(boxes, selected[current] === undefined ? -1 : selected[current]);
+    // Earlier reads' boxes (second reads see none: blind), read-only, in their colours.
+    var w = Number(panel.dataset.width) || 1;
+    var h = Number(panel.dataset.height) || 1;
+    var priors = { 1: [], 2: [] };
     panel.querySelectorAll("[data-read][data-boxes]").forEach(function (row) {
-      priors[row.dataset.read] = firstBox(row.dataset.boxes);
+      if (!priors[row.dataset.read]) return;
+      priors[row.dataset.read] = parseBoxes(row.dataset.boxes).map(function (b) {
+        return { x0: b.x * w, y0: b.y * h, x1: (b.x + b.w) * w, y1: (b.y + b.h) * h };
+      });
     });
-    viewer.setPriorBoxes(priors);
+    viewer.setBoxLayer("read-1", priors[1], "box-read1");
+    viewer.setBoxLayer("read-2", priors[2], "box-read2");
     syncBoxAllowed();
   }
 
@@ -187,7 +335,7 @@
     return model === "fractured" ? "not_fractured" : "fractured";
   }
 
-  /* No box on a "No fracture" answer: drop any drawn box and switch drawing off. */
+  /* No box on a "No fracture" answer: drop the panel's boxes and switch the box tools off. */
   function syncBoxAllowed() {
     if (!editable) return;
     var panel = panels[current];
@@ -196,18 +344,19 @@
       drawToggle.disabled = noFracture;
       drawToggle.title = noFracture
         ? "A box marks a fracture: this image is read as 'No fracture'"
-        : "Draw the fracture region (B), then drag on the image";
+        : "Draw a fracture box (B), then drag on the image";
     }
+    panels.forEach(function (p) {
+      var off = panelLabel(p) === "not_fractured";
+      p.querySelectorAll(".accept-mark, .add-box").forEach(function (b) { b.disabled = off; });
+    });
     viewer.drawEnabled = !noFracture;
     if (noFracture) {
       if (viewer.drawMode) toggleDraw(false);
-      var input = regionInput(panel);
-      if (input && input.value) {
-        input.value = "";
-        viewer.setBox(null);
-        showRegion(panel, null);
+      if (boxesOf(panel).length) {
+        setBoxes(panel, [], -1);
         var readout = panel.querySelector(".region-readout");
-        if (readout) readout.textContent = "Box removed: a 'No fracture' read has no box.";
+        if (readout) readout.textContent = "Boxes removed: a 'No fracture' read has no box.";
       }
     }
   }
@@ -231,14 +380,14 @@
     setPressed(drawToggle, on);
   }
 
+  /* Del: delete the selected box (the newest when none is selected). */
   function clearBox() {
     if (!editable) return;
-    viewer.setBox(null);
     var panel = panels[current];
-    var input = regionInput(panel);
-    if (input) input.value = "";
-    showRegion(panel, null);
-    onChanged();
+    var boxes = boxesOf(panel);
+    if (!boxes.length) return;
+    var i = selected[current];
+    deleteBox(panel, i !== undefined && i >= 0 ? i : boxes.length - 1);
   }
 
   function missingDecision() {
@@ -330,6 +479,8 @@
         (t.tagName === "INPUT" && t.type !== "radio" && t.type !== "range"))) return;
     var key = e.key;
     var handled = true;
+    // arrow keys keep their own meaning on radio buttons and sliders
+    var arrowsOff = !!(t && t.tagName === "INPUT");
     switch (key) {
       case "c": case "C": if (editable && !adjudication) decide("confirm"); else handled = false; break;
       case "x": case "X": if (editable && !adjudication) decide("correct"); else handled = false; break;
@@ -346,6 +497,11 @@
       case "w": case "W": setMode("window"); break;
       case "m": case "M": setMode("measure"); break;
       case "Delete": case "Backspace": if (editable) clearBox(); else handled = false; break;
+      case "a": case "A": if (editable) addBox(panels[current]); else handled = false; break;
+      case "ArrowLeft": handled = !arrowsOff && nudge(-STEP, 0, e.shiftKey); break;
+      case "ArrowRight": handled = !arrowsOff && nudge(STEP, 0, e.shiftKey); break;
+      case "ArrowUp": handled = !arrowsOff && nudge(0, -STEP, e.shiftKey); break;
+      case "ArrowDown": handled = !arrowsOff && nudge(0, STEP, e.shiftKey); break;
       case "+": case "=": viewer.zoomBy(1.25); break;
       case "-": case "_": viewer.zoomBy(0.8); break;
       case "0": viewer.reset(); break;
@@ -408,7 +564,7 @@
           decision: checked && checked.dataset.decision ? checked.value : "",
           choice: checked && checked.dataset.choice ? checked.value : "",
           final_label: select ? select.value : "",
-          region: region ? parseRegion(region.value) : null,
+          boxes: region ? parseBoxes(region.value) : [],
           comment: comment ? comment.value : "",
         };
       });
@@ -428,11 +584,8 @@
         var select = panel.querySelector("select");
         if (select && entry.final_label) { select.value = entry.final_label; restored = true; }
         var input = regionInput(panel);
-        var kept = entry.boxes && entry.boxes.length ? entry.boxes[0] : null;
-        if (input && kept) {
-          var box = { x: kept.x, y: kept.y, w: kept.w, h: kept.h };
-          input.value = JSON.stringify(box);
-          showRegion(panel, box);
+        if (regionInput(panel) && entry.boxes && entry.boxes.length) {
+          setBoxes(panel, entry.boxes, entry.boxes.length - 1, true);
           restored = true;
         }
         var comment = panel.querySelector("textarea");
@@ -504,6 +657,23 @@
   } else {
     updateTabs();
   }
+
+  panels.forEach(function (panel, index) {
+    panel.querySelectorAll(".accept-mark").forEach(function (button) {
+      button.addEventListener("click", function () {
+        if (index !== current) selectImage(index);
+        acceptMark(panel, button);
+      });
+    });
+    var add = panel.querySelector(".add-box");
+    if (add) {
+      add.addEventListener("click", function () {
+        if (index !== current) selectImage(index);
+        addBox(panel);
+      });
+    }
+    showBoxes(panel, boxesOf(panel));
+  });
 
   selectImage(0);
 })();

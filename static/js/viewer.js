@@ -1,7 +1,9 @@
 /*
  * Radiograph viewer: zoom and pan (CSS transform), window/level and invert (canvas lookup table),
- * Grad-CAM heat-map overlay (RGBA PNG, opacity and toggle), and a region box drawn by dragging,
- * reported as fractions {x, y, w, h} of the image. Dragging pans, windows (window mode: left/right
+ * Grad-CAM heat-map overlay (RGBA PNG, opacity and toggle), and the reader's fracture boxes as
+ * fractions {x, y, w, h} of the image: a new one drawn by dragging (draw mode or Shift), an
+ * existing one moved by dragging inside it or resized by its lower-right corner. The selected box
+ * is drawn in #viewer-box, the others in the edit layer; changes are reported through onBoxes. Dragging pans, windows (window mode: left/right
  * changes the width, up/down the level, as in PACS viewers) or measures a distance (measure mode:
  * millimetres from the image's pixel spacing when known, image pixels otherwise, labelled as such).
  * Extra overlays (e.g. model candidate boxes) go through setBoxLayer(name, boxes, className) after
@@ -17,6 +19,7 @@
   "use strict";
 
   var MIN_BOX = 0.005; // smaller drags are clicks, not boxes
+  var HANDLE_PX = 10; // the resize corner of a box, in screen pixels
 
   function clamp(v, lo, hi) {
     return Math.min(hi, Math.max(lo, v));
@@ -29,7 +32,6 @@
     this.heatmap = options.heatmap;
     this.status = options.status;
     this.boxEl = options.box;
-    this.priorEls = options.priorBoxes || {};
     this.layersEl = options.layers || null;
     this.boxLayers = {}; // name -> {boxes, className}: redrawn when an image loads
     this.layerVisibility = {}; // name -> false while hidden (kept across images)
@@ -37,7 +39,10 @@
     this.onMeasure = options.onMeasure || function () {};
     this.mode = "pan"; // pan | window | measure (drawing a box is drawMode)
     this.spacing = null; // [row, column] mm per pixel, or null
-    this.onBox = options.onBox || function () {};
+    this.onBoxes = options.onBoxes || function () {};
+    this.editEl = options.editLayer || null;
+    this.boxes = []; // the reader's boxes ({x, y, w, h, ...}), fractions of the image
+    this.selected = -1;
     this.onChange = options.onChange || function () {};
     this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
     this.gray = null;
@@ -56,7 +61,6 @@
     this.opacity = 0.4;
     this.drawMode = false;
     this.drawEnabled = !!options.drawEnabled;
-    this.box = null;
     this.drag = null;
     this.pending = false;
     this.loadToken = 0;
@@ -74,10 +78,17 @@
       if (e.button !== 0 || !self.naturalW) return;
       self.root.focus();
       self.root.setPointerCapture(e.pointerId);
+      var hit = self.drawEnabled && !self.drawMode && !e.shiftKey ? self._hitBox(e.clientX, e.clientY) : null;
       if (self.drawEnabled && (self.drawMode || e.shiftKey)) {
         var p = self.toFraction(e.clientX, e.clientY);
         self.drag = { kind: "box", x0: p.x, y0: p.y };
         self.root.classList.add("drawing");
+      } else if (hit) {
+        var start = self.toFraction(e.clientX, e.clientY);
+        var b = self.boxes[hit.index];
+        self.selected = hit.index;
+        self.drag = { kind: hit.kind, index: hit.index, x: start.x, y: start.y, box: { x: b.x, y: b.y, w: b.w, h: b.h }, moved: false };
+        self._drawBoxes();
       } else if (self.mode === "measure") {
         var q = self.toFraction(e.clientX, e.clientY);
         self.drag = { kind: "measure", x0: q.x, y0: q.y };
@@ -100,9 +111,11 @@
       } else if (self.drag.kind === "measure") {
         var m = self.toFraction(e.clientX, e.clientY);
         self.setMeasure({ x0: self.drag.x0, y0: self.drag.y0, x1: m.x, y1: m.y });
+      } else if (self.drag.kind === "move" || self.drag.kind === "resize") {
+        self._dragEdit(self.toFraction(e.clientX, e.clientY));
       } else {
         var p = self.toFraction(e.clientX, e.clientY);
-        self._drawBox(self._boxFrom(self.drag.x0, self.drag.y0, p.x, p.y));
+        setRect(self.boxEl, self._boxFrom(self.drag.x0, self.drag.y0, p.x, p.y)); // the new box, while drawn
       }
     });
     function end(e) {
@@ -116,14 +129,20 @@
         var m = self.toFraction(e.clientX, e.clientY);
         self.setMeasure({ x0: drag.x0, y0: drag.y0, x1: m.x, y1: m.y });
       }
+      if (drag.kind === "move" || drag.kind === "resize") {
+        // a click on a box selects it; a drag moved or resized it
+        self.onBoxes(self.boxes, self.selected, drag.moved ? drag.kind : "select");
+      }
       if (drag.kind === "box") {
         var p = self.toFraction(e.clientX, e.clientY);
         var box = self._boxFrom(drag.x0, drag.y0, p.x, p.y);
         if (box.w < MIN_BOX || box.h < MIN_BOX) {
-          self._drawBox(self.box); // a click: keep the previous box
+          self._drawBoxes(); // a click: nothing added
         } else {
-          self.setBox(box);
-          self.onBox(self.box);
+          self.boxes = self.boxes.concat([box]);
+          self.selected = self.boxes.length - 1;
+          self._drawBoxes();
+          self.onBoxes(self.boxes, self.selected, "add");
         }
       }
     }
@@ -473,21 +492,90 @@
     return this.drawMode;
   };
 
-  Viewer.prototype._drawBox = function (box) {
-    setRect(this.boxEl, box);
+  /* The reader's boxes (fractions of the image) and which one is selected (-1: none). */
+  Viewer.prototype.setBoxes = function (boxes, selected) {
+    this.boxes = (boxes || []).filter(function (b) { return b && b.w > 0 && b.h > 0; });
+    this.selected = selected !== undefined && selected < this.boxes.length ? selected : -1;
+    this._drawBoxes();
   };
 
-  Viewer.prototype.setBox = function (box) {
-    this.box = box && box.w > 0 && box.h > 0 ? box : null;
-    this._drawBox(this.box);
-  };
-
-  Viewer.prototype.setPriorBoxes = function (regions) {
+  Viewer.prototype._drawBoxes = function () {
     var self = this;
-    Object.keys(this.priorEls).forEach(function (key) {
-      setRect(self.priorEls[key], regions[key] || null);
+    setRect(this.boxEl, this.selected >= 0 ? this.boxes[this.selected] : null);
+    if (!this.editEl) return;
+    while (this.editEl.firstChild) this.editEl.removeChild(this.editEl.firstChild);
+    this.boxes.forEach(function (b, index) {
+      if (index === self.selected) return;
+      var rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      rect.setAttribute("class", "box box-current box-unselected");
+      rect.setAttribute("data-index", index);
+      setRect(rect, b);
+      self.editEl.appendChild(rect);
     });
   };
+
+  /* Which box a pointer is on: {index, kind: "resize" (its lower-right corner) | "move"}, the
+     selected box first, then the newest; null when none. */
+  Viewer.prototype._hitBox = function (clientX, clientY) {
+    var r = this.stage.getBoundingClientRect();
+    if (!r.width || !r.height) return null;
+    var p = { x: (clientX - r.left) / r.width, y: (clientY - r.top) / r.height };
+    var hx = HANDLE_PX / r.width;
+    var hy = HANDLE_PX / r.height;
+    var order = [];
+    if (this.selected >= 0) order.push(this.selected);
+    for (var i = this.boxes.length - 1; i >= 0; i--) if (i !== this.selected) order.push(i);
+    for (var k = 0; k < order.length; k++) {
+      var b = this.boxes[order[k]];
+      if (Math.abs(p.x - (b.x + b.w)) <= hx && Math.abs(p.y - (b.y + b.h)) <= hy) {
+        return { index: order[k], kind: "resize" };
+      }
+      if (p.x >= b.x && p.x <= b.x + b.w && p.y >= b.y && p.y <= b.y + b.h) {
+        return { index: order[k], kind: "move" };
+      }
+    }
+    return null;
+  };
+
+  Viewer.prototype._dragEdit = function (p) {
+    var d = this.drag;
+    var dx = p.x - d.x;
+    var dy = p.y - d.y;
+    if (Math.abs(dx) > 0.002 || Math.abs(dy) > 0.002) d.moved = true;
+    if (!d.moved) return;
+    var next = this.drag.kind === "move"
+      ? moveBox(d.box, dx, dy)
+      : resizeBox(d.box, dx, dy);
+    this.boxes[d.index] = Object.assign({}, this.boxes[d.index], next);
+    this._drawBoxes();
+  };
+
+  function round5(v) {
+    return Math.round(v * 100000) / 100000;
+  }
+
+  /* A box shifted by (dx, dy), kept inside the image. */
+  function moveBox(b, dx, dy) {
+    return {
+      x: round5(clamp(b.x + dx, 0, 1 - b.w)),
+      y: round5(clamp(b.y + dy, 0, 1 - b.h)),
+      w: b.w,
+      h: b.h,
+    };
+  }
+
+  /* A box whose lower-right corner moved by (dw, dh): at least MIN_BOX, inside the image. */
+  function resizeBox(b, dw, dh) {
+    return {
+      x: b.x,
+      y: b.y,
+      w: round5(clamp(b.w + dw, MIN_BOX, 1 - b.x)),
+      h: round5(clamp(b.h + dh, MIN_BOX, 1 - b.y)),
+    };
+  }
+
+  Viewer.moveBox = moveBox;
+  Viewer.resizeBox = resizeBox;
 
   function setRect(el, box) {
     if (!el) return;

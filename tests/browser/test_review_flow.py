@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from diagnosis.models import Case, Label, Review
 from diagnosis.tests import factories
-from tests.browser.conftest import watch_errors
+from tests.browser.conftest import wait_for_js, watch_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -168,7 +168,7 @@ def test_upload_predict_review_second_read_adjudicate(
     assert "rad_first" not in body
     assert "Ada First" not in body
     assert "Cortical step" not in body
-    assert second.locator("#prior-box-1").get_attribute("visibility") == "hidden"
+    assert second.locator('g[data-layer="read-1"]').count() == 0
     second.keyboard.press("c")
     screenshots(second, "second-read-blind")
     second.click("#save")
@@ -184,7 +184,9 @@ def test_upload_predict_review_second_read_adjudicate(
     assert "Ada First" in reads.inner_text()
     assert "Bo Second" in reads.inner_text()
     assert adjudicator.locator("input[data-decision]").count() == 0  # not framed against the model
-    assert adjudicator.locator("#prior-box-1").get_attribute("visibility") == "visible"
+    wait_for_js(
+        adjudicator, "() => document.querySelectorAll('g[data-layer=\"read-1\"] rect').length === 1"
+    )
     adjudicator.keyboard.press("1")  # sides with the first reader: a fracture
     assert adjudicator.locator('input[data-choice="1"]').is_checked()
     screenshots(adjudicator, "adjudication")
