@@ -1,8 +1,9 @@
 """Full-depth viewing in a real browser (reading issue, point 4): the review screen windows the
 sample DICOM's 12-bit values, starting from the file's own window (shown in the file's values,
 pixels as the 8-bit canonical shows them), presets and drag-to-window work on the real values,
-invert flips them, a JPEG falls back to the 8-bit display, and the page's 16-bit PNG decoder
-reads every PNG row filter exactly."""
+invert flips them, a JPEG falls back to the 8-bit display, a MONOCHROME1 image shows low values
+bright as its canonical does, and the page's 16-bit PNG decoder reads every PNG row filter
+exactly."""
 
 from __future__ import annotations
 
@@ -234,5 +235,51 @@ def test_the_viewer_decodes_16_bit_png_exactly(live_server, browser, transaction
         base64.b64encode(png[:60]).decode(),
     )
     assert refused == "truncated PNG"
+    assert errors == [], errors
+    context.close()
+
+
+def test_monochrome1_full_depth_shows_what_the_canonical_shows(
+    live_server, browser, transactional_db
+):
+    """A MONOCHROME1 DICOM: low values are bright. At the file's window the full-depth picture is
+    the 8-bit canonical's (inverted at upload), and invert flips it back."""
+    rng = np.random.default_rng(11)
+    values = np.add.outer(np.arange(120) * 20, np.arange(160) * 10) + rng.integers(
+        0, 50, (120, 160)
+    )
+    ds = builders.dicom_dataset(values.astype(np.uint16), bits_stored=12, window=(1800, 2400))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    clinician = factories.ClinicianFactory(username="clin_mono1")
+    case = case_create(
+        user=clinician,
+        patient_ref="REF-MONO1",
+        body_part="hand",
+        clinical_question="",
+        files=[SimpleUploadedFile("m1.dcm", builders.dicom_bytes(ds))],
+    )
+    Case.objects.filter(pk=case.pk).update(status=Case.Status.PREDICTED)
+    image = case.images.get()
+    assert image.depth_params["invert"] is True
+    with image.file.open("rb") as fh:
+        canonical = builders.decode_canonical(fh.read()).astype(float)
+    rows, cols = canonical.shape
+    expected = [canonical[int(rows * fy), int(cols * fx)] for fx, fy in POINTS]
+
+    reader = factories.RadiologistFactory(username="rad_mono1")
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    errors = watch_errors(page)
+    sign_in(page, live_server.url, reader.username, PASSWORD)
+    page.goto(f"{live_server.url}{reverse('review:case', kwargs={'case_uuid': case.uuid})}")
+    page.wait_for_selector("#viewer[data-loaded='1']")
+    wait_for_js(page, "() => document.getElementById('viewer').dataset.depth === '1'")
+    wait_for_js(page, "() => document.getElementById('wl-readout').textContent.includes('1800')")
+    assert "level 1800 · window 2400" in _readout(page)
+    assert _pixels(page) == pytest.approx(expected, abs=1)
+    page.locator("#viewer").focus()
+    page.keyboard.press("i")
+    page.wait_for_selector("#viewer-status:has-text('inverted')")
+    assert _pixels(page) == pytest.approx([255 - v for v in expected], abs=1)
     assert errors == [], errors
     context.close()
