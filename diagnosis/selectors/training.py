@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet
 
@@ -27,6 +28,8 @@ class LabelledImage:
     image: XrayImage
     label: str
     latest_review_at: object  # datetime | None
+    # the agreed fracture boxes, fractions of the canonical image ({x, y, w, h, origin})
+    boxes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def image_final_label(image: XrayImage) -> str | None:
@@ -40,8 +43,21 @@ def image_final_label(image: XrayImage) -> str | None:
     return image.case.final_label or None
 
 
+def image_final_boxes(image: XrayImage, label: str) -> list[dict[str, Any]]:
+    """The agreed fracture boxes of an image with agreed `label`: those of the deciding read (the
+    latest read with that label that marked boxes: an adjudicator who picked a read without
+    drawing keeps its boxes); none when the label is not a fracture. Uses the prefetched
+    `reviews`."""
+    if label != Label.FRACTURED:
+        return []
+    for review in sorted(image.reviews.all(), key=lambda r: r.read_number, reverse=True):
+        if review.final_label == label and review.boxes:
+            return list(review.boxes)
+    return []
+
+
 def snapshot_reviewed_images() -> list[LabelledImage]:
-    """Images of reviewed cases with an agreed label, oldest first."""
+    """Images of reviewed cases with an agreed label and its boxes, oldest first."""
     images = (
         XrayImage.objects.filter(case__status=Case.Status.REVIEWED)
         .select_related("case")
@@ -55,7 +71,14 @@ def snapshot_reviewed_images() -> list[LabelledImage]:
             latest = max(
                 (r.created_at for r in image.reviews.all()), default=image.case.reviewed_at
             )
-            out.append(LabelledImage(image=image, label=label, latest_review_at=latest))
+            out.append(
+                LabelledImage(
+                    image=image,
+                    label=label,
+                    latest_review_at=latest,
+                    boxes=image_final_boxes(image, label),
+                )
+            )
     return out
 
 

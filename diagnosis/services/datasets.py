@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MANIFEST_FORMAT = 1
 CSV_COLUMNS = ("id", "split", "label", "body_part", "source", "group", "sha256", "path")
+# The training data's boxes.csv: one row per fracture box, in pixels of the image file (origin
+# top-left, x1/y1 exclusive, one decimal); `polygon` (an outline) is empty for a reader's box.
+BOX_COLUMNS = ("id", "split", "x0", "y0", "x1", "y1", "polygon")
+EXPERT_ORIGIN = "expert"  # the base dataset's own annotators
 SPLIT_SEED = 0
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -65,6 +69,8 @@ class _Item:
     groups: tuple[str, ...] = ()
     previous_split: str | None = None
     data: bytes | None = field(default=None, repr=False)
+    # fracture boxes in pixels of the stored image: {"x0", "y0", "x1", "y1", "origin"}
+    boxes: tuple[dict[str, Any], ...] = ()
 
     def read(self, base_dir: Path | None) -> bytes:
         if self.data is not None:
@@ -93,6 +99,7 @@ def base_dataset_items(base_dir: Path) -> list[_Item]:
     manifest = base_dir / "manifest.csv"
     if not manifest.is_file():
         raise BaseDatasetError("The base dataset folder has no manifest.csv.")
+    boxes = _base_boxes(base_dir / "boxes.csv")
     items = []
     with manifest.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -115,11 +122,44 @@ def base_dataset_items(base_dir: Path) -> list[_Item]:
                     sha256=row.get("sha256", ""),
                     groups=tuple(groups),
                     previous_split=split,
+                    boxes=tuple(boxes.get(image_id, ())),
                 )
             )
     if not items:
         raise BaseDatasetError("The base dataset manifest is empty.")
     return items
+
+
+def _base_boxes(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The base dataset's expert boxes (its boxes.csv, when it has one) per image id."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not path.is_file():
+        return out
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                box = {k: round(float(row[k]), 1) for k in ("x0", "y0", "x1", "y1")}
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BaseDatasetError(
+                    f"Bad boxes.csv row for id {str(row.get('id', ''))[:40]!r}."
+                ) from exc
+            out.setdefault(row.get("id", ""), []).append({**box, "origin": EXPERT_ORIGIN})
+    return out
+
+
+def pixel_boxes(boxes: list[dict[str, Any]], width: int, height: int) -> list[dict[str, Any]]:
+    """A reader's boxes (fractions of the image) in pixels of a width x height image, as in
+    boxes.csv (one decimal), with their origin."""
+    return [
+        {
+            "x0": round(box["x"] * width, 1),
+            "y0": round(box["y"] * height, 1),
+            "x1": round(min(box["x"] + box["w"], 1.0) * width, 1),
+            "y1": round(min(box["y"] + box["h"], 1.0) * height, 1),
+            "origin": box.get("origin") or "reader",
+        }
+        for box in boxes
+    ]
 
 
 # --- reviewed images ----------------------------------------------------------------------------------
@@ -142,6 +182,8 @@ def _reviewed_items() -> list[_Item]:
                 sha256=digest,
                 groups=(f"patient:{image.case.patient_ref.lower()}",),
                 data=data,
+                # the stored bytes are the canonical image, the frame of the reader's boxes
+                boxes=tuple(pixel_boxes(labelled.boxes, image.width, image.height)),
             )
         )
     return items
@@ -216,6 +258,17 @@ def _counts(items: list[dict[str, Any]], excluded: dict[str, str]) -> dict[str, 
     counts["total"] = len(items)
     counts["sources"] = dict(Counter(item["source"] for item in items))
     counts["excluded"] = dict(Counter(excluded.values()))
+    boxes = [(item, box) for item in items for box in item.get("boxes", [])]
+    counts["boxes"] = {
+        "total": len(boxes),
+        "images": sum(1 for item in items if item.get("boxes")),
+        "by_split": {s: sum(1 for item, _ in boxes if item["split"] == s) for s in SPLITS},
+        "by_source": dict(Counter(item["source"] for item, _ in boxes)),
+        "by_origin": dict(Counter(box.get("origin", "") for _, box in boxes)),
+        "fractured_without_boxes": sum(
+            1 for item in items if item["label"] == Label.FRACTURED and not item.get("boxes")
+        ),
+    }
     return counts
 
 
@@ -243,6 +296,7 @@ def _merge_previous(
                 sha256=row.get("sha256", ""),
                 groups=tuple(row.get("groups", [])),
                 previous_split="test",
+                boxes=tuple(row.get("boxes", [])),
             )
     carried = sum(1 for key in by_key if key in prev)
     return list(by_key.values()), carried
@@ -312,6 +366,7 @@ def snapshot_create(
                 "body_part": item.body_part,
                 "source": item.source,
                 "sha256": item.sha256,
+                "boxes": list(item.boxes),
             }
         )
     if not any(r["split"] == "train" for r in rows):
@@ -448,9 +503,30 @@ def _manifest_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _boxes_csv(rows: list[dict[str, Any]]) -> str:
+    """boxes.csv in the training data's format, ids as in manifest.csv, pixels of each file."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(BOX_COLUMNS)
+    for row in rows:
+        for box in row.get("boxes", []):
+            writer.writerow(
+                [
+                    Path(_file_name(row)).stem,
+                    row["split"],
+                    f"{box['x0']:.1f}",
+                    f"{box['y0']:.1f}",
+                    f"{box['x1']:.1f}",
+                    f"{box['y1']:.1f}",
+                    "",
+                ]
+            )
+    return buf.getvalue()
+
+
 def snapshot_materialize(*, snapshot: DatasetSnapshot, dest: Path) -> Path:
-    """Write the snapshot as a `split/label/<id>.<ext>` folder with manifest.csv (the layout
-    `ml.train` reads). Base images are hard-linked where possible, else copied."""
+    """Write the snapshot as a `split/label/<id>.<ext>` folder with manifest.csv and boxes.csv
+    (the layout `ml.train` and `ml.train_locate` read). Base images are hard-linked where possible, else copied."""
     manifest = snapshot_read_manifest(snapshot=snapshot)
     base_path = Path(snapshot.base_dataset) if snapshot.base_dataset else None
     dest.mkdir(parents=True, exist_ok=True)
@@ -466,6 +542,7 @@ def snapshot_materialize(*, snapshot: DatasetSnapshot, dest: Path) -> Path:
                 continue
         target.write_bytes(_row_bytes(row, base_path))
     (dest / "manifest.csv").write_text(_manifest_csv(manifest["items"]))
+    (dest / "boxes.csv").write_text(_boxes_csv(manifest["items"]))
     return dest
 
 
@@ -487,6 +564,31 @@ def _readme(snapshot: DatasetSnapshot, manifest: dict[str, Any]) -> str:
         lines.append(
             f"| {split} | {c.get('fractured', 0)} | {c.get('not_fractured', 0)} | {c.get('total', 0)} |"
         )
+    boxes = counts.get("boxes") or {}
+    by_split = boxes.get("by_split", {})
+    by_source = boxes.get("by_source", {})
+    by_origin = boxes.get("by_origin", {})
+    lines += [
+        "",
+        "## Fracture boxes",
+        "",
+        "`boxes.csv` has one row per fracture box, in the format of the training data's boxes.csv:",
+        "`id` and `split` as in `manifest.csv`, `x0`, `y0`, `x1`, `y1` in **pixels of the image file",
+        "in this archive** (origin top-left, x to the right, y down, `x1`/`y1` exclusive, one",
+        "decimal), `polygon` (the annotators' outline) empty. Boxes of `review` images are the agreed",
+        "final boxes of their radiologists (the deciding read's); boxes of `base` images are the base",
+        "dataset's expert boxes.",
+        "",
+        f"{boxes.get('total', 0)} boxes on {boxes.get('images', 0)} images (train "
+        f"{by_split.get('train', 0)}, val {by_split.get('val', 0)}, test {by_split.get('test', 0)}); "
+        f"from reviews {by_source.get('review', 0)}, from the base dataset "
+        f"{by_source.get('base', 0)}.",
+        "Origin of the reviewed boxes: drawn by the reader "
+        f"{by_origin.get('reader', 0)}, model mark accepted as is "
+        f"{by_origin.get('model_accepted', 0)}, model mark moved or resized "
+        f"{by_origin.get('model_moved', 0)}.",
+        f"Fractured images without a box: {boxes.get('fractured_without_boxes', 0)}.",
+    ]
     root = manifest.get("frozen_test_of") or snapshot.version
     lines += [
         "",
@@ -519,7 +621,7 @@ def _readme(snapshot: DatasetSnapshot, manifest: dict[str, Any]) -> str:
 def snapshot_export(
     *, snapshot: DatasetSnapshot, user: AbstractBaseUser, request: HttpRequest | None = None
 ) -> IO[bytes]:
-    """A zip (images, manifest.csv, README.md, LICENSE-DATA.md when the base has one) in an
+    """A zip (images, manifest.csv, boxes.csv, README.md, LICENSE-DATA.md when the base has one) in an
     anonymous temporary file, positioned at the start; closing it deletes it. Audited."""
     manifest = snapshot_read_manifest(snapshot=snapshot)
     base_path = Path(snapshot.base_dataset) if snapshot.base_dataset else None
@@ -531,6 +633,7 @@ def snapshot_export(
                 name = f"images/{row['split']}/{row['label']}/{_file_name(row)}"
                 archive.writestr(name, _row_bytes(row, base_path))
             archive.writestr("manifest.csv", _manifest_csv(manifest["items"]))
+            archive.writestr("boxes.csv", _boxes_csv(manifest["items"]))
             archive.writestr("README.md", _readme(snapshot, manifest))
             if base_path is not None and (base_path / "LICENSE-DATA.md").is_file():
                 archive.write(base_path / "LICENSE-DATA.md", "LICENSE-DATA.md")

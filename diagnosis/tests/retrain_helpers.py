@@ -78,9 +78,15 @@ def reviewed_case(
 
 
 def make_base_dataset(
-    root: Path, *, per_class: dict[str, int] | None = None, seed: int = 7, size: int = 48
+    root: Path,
+    *,
+    per_class: dict[str, int] | None = None,
+    seed: int = 7,
+    size: int = 48,
+    with_boxes: bool = False,
 ) -> Path:
-    """A split/label folder with manifest.csv (id, split, label, body_part), like the FracAtlas set."""
+    """A split/label folder with manifest.csv (id, split, label, body_part), like the FracAtlas set;
+    `with_boxes`: and boxes.csv with one expert box per fractured image."""
     per_class = per_class or {"train": 12, "val": 5, "test": 5}
     rows = []
     number = 0
@@ -99,6 +105,13 @@ def make_base_dataset(
         writer = csv.writer(fh)
         writer.writerow(["id", "split", "label", "body_part"])
         writer.writerows(rows)
+    if with_boxes:
+        with (root / "boxes.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", "split", "x0", "y0", "x1", "y1", "polygon"])
+            for image_id, split, label, _ in rows:
+                if label == Label.FRACTURED:
+                    writer.writerow([image_id, split, "10.0", "12.5", "20.0", "24.0", ""])
     (root / "LICENSE-DATA.md").write_text("Generated test images (no licence needed).\n")
     return root
 
