@@ -98,6 +98,35 @@ def model_marks(prediction: Prediction | None, image: XrayImage) -> dict[str, An
     }
 
 
+@register.simple_tag
+def reader_boxes(summary: dict[str, Any] | None, image: XrayImage) -> list[dict[str, float]]:
+    """The radiologists' final fracture boxes of one image of a reviewed case (`review_summary`),
+    in pixels of the canonical image (x, y, w, h), to draw beside the model's marks; empty while
+    the case is not reviewed or the final reading marks no fracture."""
+    if not summary or not image.width or not image.height:
+        return []
+    for item in summary.get("images") or []:
+        if item.image.pk != image.pk:
+            continue
+        out = []
+        for box in item.final_boxes():
+            try:
+                x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if w > 0 and h > 0:
+                out.append(
+                    {
+                        "x": x * image.width,
+                        "y": y * image.height,
+                        "w": w * image.width,
+                        "h": h * image.height,
+                    }
+                )
+        return out
+    return []
+
+
 @register.filter
 def score(value: float | None) -> str:
     """A candidate's score in [0, 1] with two decimals: 0.8134 -> '0.81'."""

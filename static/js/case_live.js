@@ -34,13 +34,13 @@
     if (heatmap.complete && heatmap.naturalWidth) { check(); } else { heatmap.addEventListener("load", check); }
   }
 
-  /* The model's marks (suspected fracture sites, drawn by the server as an SVG layer): shown or
-     hidden with the figure's "Model marks" toggle. */
-  function initMarksControls(figure) {
-    var marks = figure.querySelector("svg.model-marks");
-    var toggle = figure.querySelector(".marks-toggle");
-    if (!marks || !toggle) { return; }
-    function apply() { marks.classList.toggle("hidden", !toggle.checked); }
+  /* A box layer drawn by the server as an SVG (the model's marks, the radiologists' boxes):
+     shown or hidden with its checkbox in the figure. */
+  function initLayerToggle(figure, layerSelector, toggleSelector) {
+    var layer = figure.querySelector(layerSelector);
+    var toggle = figure.querySelector(toggleSelector);
+    if (!layer || !toggle) { return; }
+    function apply() { layer.classList.toggle("hidden", !toggle.checked); }
     toggle.addEventListener("change", apply);
     apply();
   }
@@ -48,7 +48,8 @@
   function initFigure(figure) {
     if (figure.dataset.controlsReady) { return; }
     figure.dataset.controlsReady = "1";
-    initMarksControls(figure);
+    initLayerToggle(figure, "svg.model-marks", ".marks-toggle");
+    initLayerToggle(figure, "svg.reader-boxes", ".reader-toggle");
     var heatmap = figure.querySelector("img.heatmap");
     var toggle = figure.querySelector(".heatmap-toggle");
     var slider = figure.querySelector(".heatmap-opacity");

@@ -202,3 +202,47 @@ def test_review_viewer_draws_the_marks_read_only_with_a_toggle(
 
     assert axe_violations(page) == []
     assert errors == [], errors
+
+
+def test_reviewed_case_page_toggles_readers_boxes_and_model_marks_apart(
+    live_server, marked_case, browser, settings
+):
+    from diagnosis.services.reviews import ImageRead, review_claim, review_submit
+
+    settings.SECOND_READ_MODEL_POSITIVE = False
+    settings.SECOND_READ_ON_DISAGREEMENT = False
+    settings.SECOND_READ_RANDOM_PERCENT = 0.0
+    case, _ = marked_case
+    owner = factories.ClinicianFactory(username="clin_reviewed_marks")
+    Case.objects.filter(pk=case.pk).update(created_by=owner)
+    reader = factories.RadiologistFactory(username="rad_reviewed_marks")
+    first, second = case.images.order_by("position")
+    review_claim(case=case, user=reader)
+    review_submit(
+        case=case,
+        user=reader,
+        reads=[
+            ImageRead(
+                image_id=first.pk,
+                decision="confirm",
+                boxes=[{"x": 0.25, "y": 0.3, "w": 0.1, "h": 0.1}],
+            ),
+            ImageRead(image_id=second.pk, decision="confirm"),
+        ],
+    )
+    page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    errors = watch_errors(page)
+    sign_in(page, live_server.url, owner.username, PASSWORD)
+    page.goto(f"{live_server.url}{reverse('diagnosis:case_detail', args=[case.uuid])}")
+    figure = page.locator("figure.result").first
+    assert figure.locator("svg.reader-boxes rect.reader-box").count() == 1
+    assert figure.locator("svg.model-marks rect.mark-box").count() == 2
+    figure.locator(".reader-toggle").uncheck()
+    assert not figure.locator("svg.reader-boxes").is_visible()
+    assert figure.locator("svg.model-marks").is_visible()  # each overlay has its own toggle
+    figure.locator(".marks-toggle").uncheck()
+    assert not figure.locator("svg.model-marks").is_visible()
+    figure.locator(".reader-toggle").check()
+    assert figure.locator("svg.reader-boxes").is_visible()
+    assert axe_violations(page) == []
+    assert errors == [], errors

@@ -100,3 +100,51 @@ def test_unfinished_prediction_has_no_sentence(client_for, clinician):
     assert "marks-sentence" not in html
     assert 'class="model-marks"' not in html
     assert f'data-state="{image.predictions.get().pk}-running"' in html
+
+
+def test_a_reviewed_case_draws_the_radiologists_boxes_beside_the_model_marks(
+    client_for, clinician, settings
+):
+    from diagnosis.services.reviews import ImageRead, review_claim, review_submit
+
+    settings.SECOND_READ_MODEL_POSITIVE = False
+    settings.SECOND_READ_ON_DISAGREEMENT = False
+    settings.SECOND_READ_RANDOM_PERCENT = 0.0
+    case = factories.CaseFactory(created_by=clinician, status=Case.Status.PREDICTED)
+    image = factories.XrayImageFactory(case=case, position=0, width=400, height=500)
+    version = factories.ModelVersionFactory(card=LOCATOR_CARD)
+    factories.PredictionFactory(image=image, model_version=version, candidates=[SITE_A])
+    reader = factories.RadiologistFactory(username="rad_marks_view")
+    review_claim(case=case, user=reader)
+    review_submit(
+        case=case,
+        user=reader,
+        reads=[
+            ImageRead(
+                image_id=image.pk,
+                decision="confirm",
+                boxes=[{"x": 0.25, "y": 0.2, "w": 0.1, "h": 0.05}],
+            )
+        ],
+    )
+    assert Case.objects.get(pk=case.pk).status == Case.Status.REVIEWED
+    html = client_for(clinician).get(reverse("diagnosis:case_detail", args=[case.uuid]))
+    html = html.content.decode()
+    figure = html[html.index('<figure class="result"') :]
+    # The reader's box in the image's pixels, solid and separate from the model's dashed marks.
+    rects = re.findall(
+        r'<rect class="reader-box" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"',
+        figure,
+    )
+    assert [tuple(float(v) for v in r) for r in rects] == [(100, 100, 40, 25)]
+    assert 'class="mark-box"' in figure
+    assert "The radiologist marked 1 fracture region, drawn as a solid cyan box." in figure
+    assert 'class="reader-toggle" checked' in figure
+    assert 'class="marks-toggle" checked' in figure
+    assert _sentence(html).startswith("The model marks 1 suspected site")
+
+
+def test_no_reader_boxes_before_the_case_is_reviewed(client_for, clinician):
+    html = _page(client_for, clinician, candidates=[SITE_A], card=LOCATOR_CARD)
+    assert "reader-box" not in html
+    assert "reader-toggle" not in html
