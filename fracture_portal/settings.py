@@ -123,6 +123,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Auth and sessions ----------------------------------------------------------------------------
+# ModelBackend with one permission query per request (diagnosis/auth_backends.py).
+AUTHENTICATION_BACKENDS = ["diagnosis.auth_backends.PortalBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {

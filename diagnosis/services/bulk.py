@@ -5,6 +5,8 @@ resolves every one of them in Python: for a batch of 16 predictions x 8 fields t
 than the statement itself (~70 ms per call under the profiler, the largest database cost of a
 batched prediction). On PostgreSQL `rows_update` sends `UPDATE ... FROM (VALUES ...)` instead,
 built with each field's own database conversion; elsewhere (embedded SQLite) it is `bulk_update`.
+Kept because the ORM cannot get within 20 %: docs/benchmarks.md, "Hand-written SQL against the
+ORM" (`bench/orm_vs_sql.py`), batch results update.
 """
 
 from __future__ import annotations

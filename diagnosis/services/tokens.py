@@ -11,22 +11,16 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from functools import cache
-from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group, Permission
-from django.contrib.contenttypes.models import ContentType
-from django.db import connection, transaction
-from django.db.models import Field, Model
-from django.db.models.expressions import Col
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
 from diagnosis.exceptions import DomainError, NotFoundError
 from diagnosis.models import ApiClient, ApiToken
+from diagnosis.selectors.auth import api_token_by_prefix
 from diagnosis.services.audit import audit_record
 from diagnosis.services.webhooks import webhook_url_validate
 
@@ -198,7 +192,7 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
     prefix = raw[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + PREFIX_LENGTH]
     if raw[len(TOKEN_PREFIX) + PREFIX_LENGTH : len(TOKEN_PREFIX) + PREFIX_LENGTH + 1] != "_":
         return None
-    token = _token_lookup(prefix)
+    token = api_token_by_prefix(prefix=prefix)
     if token is None or not hmac.compare_digest(token.token_hash, token_hash(raw)):
         return None
     now = timezone.now()
@@ -206,120 +200,12 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
         return None
     if not token.client.is_active or not token.client.user.is_active:
         return None
-    _load_permissions(token.client.user)
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).exclude(
             last_used_at__gt=now - LAST_USED_RESOLUTION
         ).update(last_used_at=now)
         token.last_used_at = now
     return token
-
-
-# The token lookup and the permission query run on every API request. Built by the ORM they cost
-# 2.0 ms of client CPU and 1.1 ms of PostgreSQL CPU per request (query construction and
-# compilation; ModelBackend's OR-joined DISTINCT permission query plans slowly); as the two SQL
-# statements below, built once per process, 0.14 ms and 0.48 ms (measured in-process on the
-# seeded bench database). Two statements, not one: a single UNION of both cost PostgreSQL more
-# to plan (1.2 ms) than the extra round trip. They name only tables and columns of models.
-
-_Converter = Callable[[Any, Any, Any], Any]
-_Columns = list[tuple[Field, Col, list[_Converter]]]
-
-
-@cache
-def _token_lookup_plan(vendor: str) -> tuple[str, tuple[tuple[type[Model], _Columns], ...]]:
-    """SQL of `_token_lookup` (token, client and user by prefix) and each column's converters
-    (what the ORM applies to values read from the database), built once per backend."""
-    user_model = get_user_model()
-    qn = connection.ops.quote_name
-    plan = []
-    selects = []
-    for model, alias in ((ApiToken, "t"), (ApiClient, "c"), (user_model, "u")):
-        columns: _Columns = []
-        for field in model._meta.concrete_fields:
-            expression = field.get_col(alias)
-            converters = connection.ops.get_db_converters(expression)
-            converters += expression.get_db_converters(connection)
-            columns.append((field, expression, converters))
-            selects.append(f"{alias}.{qn(field.column)}")
-        plan.append((model, columns))
-    sql = (
-        f"SELECT {', '.join(selects)} FROM {_table(ApiToken, 't')} "  # noqa: S608 (model names)
-        f"INNER JOIN {_table(ApiClient, 'c')} "
-        f"ON {_col('c', ApiClient, 'pk')} = {_col('t', ApiToken, 'client')} "
-        f"INNER JOIN {_table(user_model, 'u')} "
-        f"ON {_col('u', user_model, 'pk')} = {_col('c', ApiClient, 'user')} "
-        f"WHERE {_col('t', ApiToken, 'prefix')} = %s"
-    )
-    return sql, tuple(plan)
-
-
-@cache
-def _permissions_sql(vendor: str) -> str:
-    """`app_label, codename` of the user's own and group permissions (user id twice)."""
-    user_model = get_user_model()
-    user_perms = user_model.user_permissions.through
-    user_groups = user_model.groups.through
-    group_perms = Group.permissions.through
-    return (
-        f"SELECT {_col('ct', ContentType, 'app_label')}, {_col('p', Permission, 'codename')} "  # noqa: S608
-        f"FROM {_table(Permission, 'p')} INNER JOIN {_table(ContentType, 'ct')} "
-        f"ON {_col('ct', ContentType, 'pk')} = {_col('p', Permission, 'content_type')} "
-        f"WHERE {_col('p', Permission, 'pk')} IN ("
-        f"SELECT {_col('up', user_perms, 'permission')} FROM {_table(user_perms, 'up')} "
-        f"WHERE {_col('up', user_perms, 'user')} = %s "
-        f"UNION ALL SELECT {_col('gp', group_perms, 'permission')} "
-        f"FROM {_table(user_groups, 'ug')} INNER JOIN {_table(group_perms, 'gp')} "
-        f"ON {_col('gp', group_perms, 'group')} = {_col('ug', user_groups, 'group')} "
-        f"WHERE {_col('ug', user_groups, 'user')} = %s)"
-    )
-
-
-def _table(model: type[Model], alias: str) -> str:
-    return f"{connection.ops.quote_name(model._meta.db_table)} {alias}"
-
-
-def _col(alias: str, model: type[Model], name: str) -> str:
-    field = model._meta.pk if name == "pk" else model._meta.get_field(name)
-    return f"{alias}.{connection.ops.quote_name(field.column)}"
-
-
-def _instance(model: type[Model], columns: _Columns, values: Sequence[Any]) -> Any:
-    converted = []
-    for (_, expression, converters), value in zip(columns, values, strict=True):
-        for converter in converters:
-            value = converter(value, expression, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [field.attname for field, _, _ in columns], converted)
-
-
-def _token_lookup(prefix: str) -> ApiToken | None:
-    """The token with this prefix, with its client and the client's user attached, or None."""
-    sql, plan = _token_lookup_plan(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [prefix])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    instances = []
-    start = 0
-    for model, columns in plan:
-        instances.append(_instance(model, columns, row[start : start + len(columns)]))
-        start += len(columns)
-    token, client, user = instances
-    client.user = user
-    token.client = client
-    return token
-
-
-def _load_permissions(user: AbstractBaseUser) -> None:
-    """Fill ModelBackend's per-request permission cache (`_perm_cache`, which `has_perm` reads)
-    with one query: every API request checks permissions."""
-    if user.is_superuser or hasattr(user, "_perm_cache"):
-        return  # superusers hold every permission: has_perm never looks
-    with connection.cursor() as cursor:
-        cursor.execute(_permissions_sql(connection.vendor), [user.pk, user.pk])
-        user._perm_cache = {f"{app}.{codename}" for app, codename in cursor.fetchall()}
 
 
 def token_grants(*, token: ApiToken | None, user: AbstractBaseUser, scope: str) -> bool:
