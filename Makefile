@@ -55,8 +55,10 @@ format: $(VENV)/.dev
 
 # Services first (installed and started here if missing), then static checks, then every test
 # (slow, integration and browser included). With CI=true a skipped test fails the run.
+# Local pytest runs keep the test database between runs (--reuse-db in pyproject.toml: migrations
+# still apply); `make test` always builds it afresh, as on a clean clone.
 test: $(VENV)/.dev services lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --create-db $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache

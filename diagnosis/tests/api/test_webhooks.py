@@ -42,6 +42,10 @@ from diagnosis.tests import factories
 
 pytestmark = pytest.mark.django_db
 
+# serve_forever checks for shutdown() this often (socketserver's default, 0.5 s, was paid by every
+# test on leaving its server).
+SHUTDOWN_POLL = 0.01
+
 
 class Receiver:
     """A loopback HTTP server answering with the queued status codes (then 200)."""
@@ -69,7 +73,9 @@ class Receiver:
         if tls is not None:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL}, daemon=True
+        )
 
     def __enter__(self) -> Receiver:
         self.thread.start()
@@ -553,7 +559,9 @@ class ForwardProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL}, daemon=True
+        )
 
     def __enter__(self) -> ForwardProxy:
         self.thread.start()
