@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnosis.exceptions import ModelArtifactError, UnreadableImageError
+from diagnosis.exceptions import DomainError, ModelArtifactError, UnreadableImageError
 
 if TYPE_CHECKING:
     from ml.evaluate import CandidateEvaluation
@@ -174,6 +174,111 @@ def train_model(
         best_val_auroc=float(result.best_val_auroc),
         epochs_run=len(result.history),
         seconds=float(result.seconds),
+    )
+
+
+# Keys of a run's configuration that the locator's recipe (ml.train_locate.LocateConfig) takes.
+LOCATE_KEYS = ("size", "epochs", "batch_size", "lr", "seed", "max_train_images", "variants")
+
+
+class _LocateCancelledError(Exception):
+    """Raised from the locator's log callback when the run is cancelled (between epochs)."""
+
+
+def train_locator(
+    *,
+    config: dict[str, Any],
+    data_dir: Path,
+    out_dir: Path,
+    recipe_from: Path | None,
+    progress: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+) -> TrainOutcome:
+    """Train a localising model (ml.train_locate: ImageNet backbone, centre heat-map head) on the
+    snapshot folder, supervised by its labels and boxes.csv. The recipe is the one `recipe_from`
+    (the active locator) was trained with, where it has one; the run's keys in LOCATE_KEYS (and
+    `version`) override it. Cancellation is checked between epochs; a cancelled run leaves nothing
+    in `out_dir`."""
+    import dataclasses
+    import json
+    import shutil
+    import time
+
+    from ml import registry
+    from ml import train_locate as ml_locate
+
+    fields = {f.name for f in dataclasses.fields(ml_locate.LocateConfig)}
+    settings_: dict[str, Any] = {}
+    if recipe_from is not None:
+        inherited = registry.read_card(recipe_from).training.get("config") or {}
+        settings_.update(
+            {
+                k: v
+                for k, v in inherited.items()
+                if k in fields and k not in {"version", "max_train_images"}
+            }
+        )
+    settings_.update({k: v for k, v in config.items() if k in LOCATE_KEYS and k in fields})
+    settings_["version"] = str(config.get("version") or "")
+    locate_config = ml_locate.LocateConfig(**settings_)
+    started = time.monotonic()
+    best = {"val_auroc": 0.0, "epochs": 0}
+    last: dict[str, Any] = {}  # the latest epoch's row, kept beside later stage messages
+
+    def log(message: str) -> None:
+        if should_stop():
+            raise _LocateCancelledError
+        try:
+            row = json.loads(message)
+        except ValueError:
+            # stage lines ("loaded ...", "cached variant ...", "saved <folder> ..."): no paths
+            stage = "saved the candidate" if message.startswith("saved ") else message[:200]
+            progress({**last, "stage": stage})
+            return
+        if not isinstance(row, dict) or "epoch" not in row:
+            return
+        auroc = float(row.get("val_auroc_sum", 0.0))
+        best["epochs"] = int(row["epoch"])
+        best["val_auroc"] = max(best["val_auroc"], auroc)
+        last.clear()
+        last.update(
+            registry.json_safe(
+                {
+                    "epoch": int(row["epoch"]),
+                    "epochs": locate_config.epochs,
+                    "val_auroc": auroc,
+                    "val_top1": float(row.get("val_top1", 0.0)),
+                    "val_froc_at_1fp": float(row.get("val_fp1", 0.0)),
+                    "seconds": float(row.get("seconds", 0.0)),
+                },
+                digits=5,
+            )
+        )
+        progress(dict(last))
+
+    try:
+        result = ml_locate.train(data_dir, out_dir, locate_config, log=log)
+    except _LocateCancelledError:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return TrainOutcome(
+            artifact_dir=None,
+            version=locate_config.version,
+            cancelled=True,
+            best_val_auroc=best["val_auroc"],
+            epochs_run=best["epochs"],
+            seconds=time.monotonic() - started,
+        )
+    except ValueError as exc:  # the snapshot folder cannot train a locator (e.g. an empty split)
+        raise DomainError(f"The localising model could not be trained: {exc}") from exc
+    history = result["history"]
+    best_epoch = int(result["card"]["training"]["best_epoch"])
+    return TrainOutcome(
+        artifact_dir=out_dir,
+        version=result["card"]["version"],
+        cancelled=False,
+        best_val_auroc=float(history[best_epoch - 1].get("val_auroc_sum", 0.0)),
+        epochs_run=len(history),
+        seconds=time.monotonic() - started,
     )
 
 

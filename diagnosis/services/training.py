@@ -33,7 +33,7 @@ from django.utils import timezone
 from diagnosis import inference, training_bridge
 from diagnosis.exceptions import ConflictError, DomainError, InvalidStateError
 from diagnosis.models import DatasetSnapshot, Label, ModelVersion, TrainingRun
-from diagnosis.selectors.models import model_version_get_active
+from diagnosis.selectors.models import model_version_get_active, model_version_localises
 from diagnosis.selectors.training import (
     IN_FLIGHT,
     new_reviews_since_last_run,
@@ -75,12 +75,19 @@ CONFIG_KEYS = {
     "depth": int,
     "augment": bool,
     "max_train_images": int,
+    "variants": int,  # a localising run: augmented copies cached per training image
     "fine_tune": bool,  # start from the active model's weights (a short retrain)
     "snapshot_id": int,  # reuse a snapshot instead of freezing a new one
     "base_dir": str,  # base dataset folder for the new snapshot ("" for none)
 }
 SCHEDULE_FAILURE_BACKOFF = timedelta(hours=1)
-LIMITS = {"epochs": (1, 200), "size": (32, 1024), "batch_size": (1, 512), "head_epochs": (0, 200)}
+LIMITS = {
+    "epochs": (1, 200),
+    "size": (32, 1024),
+    "batch_size": (1, 512),
+    "head_epochs": (0, 200),
+    "variants": (1, 20),
+}
 
 
 class TrainingInProgressError(ConflictError):
@@ -534,20 +541,40 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
         k: v for k, v in config.items() if k not in {"fine_tune", "snapshot_id", "base_dir"}
     }
     train_config["version"] = version_name
-    _append_log(
-        run.pk,
-        f"training {version_name}"
-        + (f" (fine-tuning {active.version})" if init_from else " (from the configuration)"),
-    )
-    outcome = training_bridge.train_model(
-        config=train_config,
-        data_dir=data_dir,
-        out_dir=out_dir,
-        work_dir=work / "train",
-        init_from=init_from,
-        progress=callbacks.progress,
-        should_stop=callbacks.should_stop,
-    )
+    # The review loop trains where the model points, not only what it says: with boxes in the
+    # snapshot and a localising active model, the candidate is a locator trained on them.
+    boxes = int((snapshot.counts.get("boxes") or {}).get("total", 0))
+    localise = boxes > 0 and model_version_localises(active)
+    if localise:
+        _append_log(
+            run.pk,
+            f"training {version_name}: a localising model on {boxes} fracture boxes "
+            f"(recipe of {active.version})",  # type: ignore[union-attr]
+        )
+        outcome = training_bridge.train_locator(
+            config=train_config,
+            data_dir=data_dir,
+            out_dir=out_dir,
+            recipe_from=inference.artifact_path(active.artifact_dir),  # type: ignore[union-attr]
+            progress=callbacks.progress,
+            should_stop=callbacks.should_stop,
+        )
+    else:
+        _append_log(
+            run.pk,
+            f"training {version_name}"
+            + (f" (fine-tuning {active.version})" if init_from else " (from the configuration)")
+            + ("" if boxes or active is None else "; the snapshot has no fracture boxes"),
+        )
+        outcome = training_bridge.train_model(
+            config=train_config,
+            data_dir=data_dir,
+            out_dir=out_dir,
+            work_dir=work / "train",
+            init_from=init_from,
+            progress=callbacks.progress,
+            should_stop=callbacks.should_stop,
+        )
     if outcome.cancelled or outcome.artifact_dir is None:
         shutil.rmtree(out_dir, ignore_errors=True)
         _append_log(run.pk, "cancelled; the candidate was discarded")
