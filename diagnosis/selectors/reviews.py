@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from diagnosis.exceptions import NotFoundError
 from diagnosis.models import BodyPart, Case, Label, Prediction, Review, ReviewDraft, XrayImage
+from diagnosis.selectors.models import model_version_localises
 from diagnosis.selectors.params import query_id
 from diagnosis.selectors.predictions import prediction_current
 from diagnosis.selectors.reads import reader_display_name, reads_visible
@@ -359,8 +360,13 @@ class ImageWithReads:
 def candidate_fractions(prediction: Prediction | None, image: XrayImage) -> list[dict[str, Any]]:
     """The prediction's suspected fracture sites as boxes in fractions of the canonical image
     (the frame of a reader's boxes), best first: [{"x", "y", "w", "h", "score", "rank"}].
-    Candidates that are malformed or fall outside the image are left out."""
+    Only a finished prediction of a version that localises has any (as on the model's marks);
+    candidates that are malformed or fall outside the image are left out."""
     if prediction is None or not image.width or not image.height:
+        return []
+    if prediction.status != Prediction.Status.DONE or not model_version_localises(
+        prediction.model_version
+    ):
         return []
     out: list[dict[str, Any]] = []
     for candidate in prediction.candidates or []:

@@ -361,6 +361,20 @@
     }
   }
 
+  /* Adjudication: choosing a read puts its boxes in the adjudicator's list, to keep, edit or
+     delete; boxes the adjudicator changed stay when they switch reads. */
+  function prefillFromChoice(panel) {
+    if (!adjudication || !regionInput(panel)) return;
+    var checked = panel.querySelector("input[data-choice]:checked");
+    var choice = checked && checked.closest("[data-read]");
+    if (!choice) return;
+    var mine = boxesOf(panel);
+    if (mine.length && JSON.stringify(mine) !== (panel.dataset.prefilled || "")) return;
+    var from = parseBoxes(choice.dataset.boxes || "");
+    setBoxes(panel, from, from.length ? 0 : -1);
+    panel.dataset.prefilled = JSON.stringify(boxesOf(panel));
+  }
+
   function panelDone(panel) {
     return !!panelLabel(panel);
   }
@@ -450,7 +464,9 @@
   });
 
   if (form && editable) {
-    form.addEventListener("change", function () {
+    form.addEventListener("change", function (e) {
+      var changed = e.target && e.target.closest ? e.target.closest(".image-panel") : null;
+      if (changed && e.target.dataset && e.target.dataset.choice) prefillFromChoice(changed);
       updateTabs();
       syncBoxAllowed();
       if (!errorBox.hidden) {

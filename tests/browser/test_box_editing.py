@@ -46,6 +46,9 @@ def marked_case(two_image_case):  # noqa: F811
         {"x0": 0.6 * w, "y0": 0.6 * h, "x1": 0.7 * w, "y1": 0.75 * h, "score": 0.33},
     ]
     prediction.save(update_fields=["candidates"])
+    version = prediction.model_version  # a version that localises: its marks are drawn too
+    version.card = {**(version.card or {}), "localisation": {"output": "loc"}}
+    version.save(update_fields=["card"])
     return two_image_case
 
 
@@ -57,6 +60,10 @@ def test_accept_move_delete_add_and_save(live_server, marked_case, browser, scre
     accept = page.locator(".accept-mark")
     assert accept.count() == 2
     assert "0.81" in accept.first.inner_text()
+    # the same marks are drawn read-only on the image, apart from the reader's boxes
+    wait_for_js(
+        page, "() => document.querySelectorAll('g[data-layer=\"model\"] rect').length === 2"
+    )
     page.locator("#viewer").focus()
     page.keyboard.press("c")  # the model's fracture, confirmed
 

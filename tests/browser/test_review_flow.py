@@ -189,6 +189,8 @@ def test_upload_predict_review_second_read_adjudicate(
     )
     adjudicator.keyboard.press("1")  # sides with the first reader: a fracture
     assert adjudicator.locator('input[data-choice="1"]').is_checked()
+    # the chosen read's box becomes the adjudicator's, to keep, edit or delete
+    assert adjudicator.locator("[data-testid=reader-box]").count() == 1
     screenshots(adjudicator, "adjudication")
     adjudicator.click("#save")
     adjudicator.wait_for_url(f"**{reverse('review:queue')}")
@@ -196,6 +198,8 @@ def test_upload_predict_review_second_read_adjudicate(
     case.refresh_from_db()
     assert case.status == Case.Status.REVIEWED
     assert case.final_label == corrected
+    final = Review.objects.get(image__case=case, read_number=3)
+    assert final.boxes == Review.objects.get(image__case=case, read_number=1).boxes
 
     # 5. The clinician sees the final result beside the model's, with the box, and a notification.
     clin.goto(f"{live_server.url}{reverse('diagnosis:case_detail', args=[case.uuid])}")

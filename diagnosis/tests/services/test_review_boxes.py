@@ -188,8 +188,11 @@ class TestDraftBoxes:
 class TestCandidateFractions:
     def test_pixels_become_fractions_best_first_and_bad_ones_are_dropped(self):
         image = factories.XrayImageFactory.build(width=400, height=200)
+        locator = factories.ModelVersionFactory.build(card={"localisation": {"output": "loc"}})
         prediction = factories.PredictionFactory.build(
             image=image,
+            model_version=locator,
+            status="done",
             candidates=[
                 {"x0": 40, "y0": 20, "x1": 80, "y1": 60, "score": 0.81234},
                 {"x0": 10, "y0": 10, "x1": 10, "y1": 30, "score": 0.5},  # empty
@@ -202,6 +205,11 @@ class TestCandidateFractions:
             {"x": 0.95, "y": 0.9, "w": 0.05, "h": 0.1, "score": 0.3, "rank": 2},
         ]
         assert candidate_fractions(None, image) == []
+        # a classifier-only version marks nothing, whatever the row holds; so does an unfinished one
+        prediction.model_version = factories.ModelVersionFactory.build(card={})
+        assert candidate_fractions(prediction, image) == []
+        prediction.model_version, prediction.status = locator, "running"
+        assert candidate_fractions(prediction, image) == []
 
 
 @pytest.mark.django_db(transaction=True)

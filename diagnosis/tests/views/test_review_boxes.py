@@ -34,7 +34,22 @@ def marked_case() -> Case:
         {"x0": 0.5 * w, "y0": 0.5 * h, "x1": 0.6 * w, "y1": 0.7 * h, "score": 0.2},
     ]
     prediction.save(update_fields=["candidates"])
+    version = prediction.model_version
+    version.card = {**(version.card or {}), "localisation": {"output": "loc"}}
+    version.save(update_fields=["card"])
     return case
+
+
+def test_a_classifier_only_version_offers_no_suggestions(radiologist, client_for):
+    case = marked_case()
+    version = case.images.get().predictions.get().model_version
+    version.card = {}
+    version.save(update_fields=["card"])
+    client = client_for(radiologist)
+    client.post(url("review:claim", case))
+    response = client.get(url("review:case", case))
+    assert response.context["items"][0]["suggestions"] == []
+    assert 'class="accept-mark"' not in response.content.decode()
 
 
 def test_claim_holder_gets_the_marks_as_suggestions(radiologist, radiologist_b, client_for):
