@@ -55,7 +55,7 @@ format: $(VENV)/.dev
 
 # Services first (installed and started here if missing), then static checks, then every test
 # (slow, integration and browser included). With CI=true a skipped test fails the run.
-# Local pytest runs keep the test database between runs (--reuse-db in pyproject.toml: migrations
+# Local pytest runs keep the test database between runs (--reuse-db, set in conftest.py: migrations
 # still apply); `make test` always builds it afresh, as on a clean clone.
 test: $(VENV)/.dev services lint
 	$(BIN)/pytest --create-db $(PYTEST_ARGS)

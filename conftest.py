@@ -17,6 +17,14 @@ CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 _CI_SKIP_MESSAGE = "skipped under CI=true; a missing service or tool must fail, not skip: "
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Local runs keep the test database between runs (pytest-django's --reuse-db; migrations
+    still apply). `make test` passes --create-db, which wins, so it starts from a fresh database as
+    on a clean clone. Set here rather than in addopts so that `pytest ml -p no:django` still runs."""
+    if hasattr(config.option, "reuse_db"):
+        config.option.reuse_db = True
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, None]:
     outcome = yield
