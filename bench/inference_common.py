@@ -2,7 +2,7 @@
 one real `celery worker -Q inference --concurrency 1` process.
 
 Environment: DATABASE_URL (PostgreSQL; migrated here) and CELERY_BROKER_URL (Redis) are required.
-The model is `--model DIR` (an artifact folder), else the shipped ml/weights/default if present,
+The model is `--model DIR` (an artifact folder), else the shipped ml/weights/locate-256-v1 if present,
 else a random-weight EfficientNet-Lite0 256 px artifact built once under var/bench/ (the shipped
 architecture: same compute, meaningless predictions).
 """
@@ -47,9 +47,9 @@ def model_dir(arg: str | None) -> tuple[Path, str]:
     """(artifact folder, description)."""
     if arg:
         return Path(arg), f"artifact {arg}"
-    shipped = ROOT / "ml" / "weights" / "default"
+    shipped = ROOT / "ml" / "weights" / "locate-256-v1"
     if (shipped / "card.json").exists():
-        return shipped, "the shipped model (ml/weights/default)"
+        return shipped, "the shipped model (ml/weights/locate-256-v1)"
     out = BENCH_DIR / "model-efficientnet_lite0-256"
     if not (out / "card.json").exists():
         code = (

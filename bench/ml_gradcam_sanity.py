@@ -1,7 +1,7 @@
 """Grad-CAM sanity check: where does the model look?
 
-    .venv/bin/python bench/ml_gradcam_sanity.py --model ml/weights/default \
-        --data DATA_DIR --split test --out var/gradcam [--sheet ml/weights/default/plots/gradcam_examples.png]
+    .venv/bin/python bench/ml_gradcam_sanity.py --model ml/weights/lite0-256-v1 \
+        --data DATA_DIR --split test --out var/gradcam [--sheet ml/weights/lite0-256-v1/plots/gradcam_examples.png]
 
 For every image of the split it measures the share of Grad-CAM mass that falls (a) in the letterbox
 padding and (b) in a band along the image border (8 % of each side, where side markers and labels

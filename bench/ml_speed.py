@@ -1,6 +1,6 @@
 """Model serving speed: single-image latency and batched throughput against the naive per-image way.
 
-    .venv/bin/python bench/ml_speed.py --model ml/weights/default --images samples [--n 40] [--batch 16]
+    .venv/bin/python bench/ml_speed.py --model ml/weights/lite0-256-v1 --images samples [--n 40] [--batch 16]
 
 Measures, on the same model in the same run:
 - latency of one image, end to end: decode + preprocess + predict + Grad-CAM (one forward/backward pass

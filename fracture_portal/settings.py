@@ -429,7 +429,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 
 # --- Domain ---------------------------------------------------------------------------------------------
 FRACTURE_MODEL_DIR = Path(
-    env.str("FRACTURE_MODEL_DIR", default=str(BASE_DIR / "ml" / "weights" / "default"))
+    env.str("FRACTURE_MODEL_DIR", default=str(BASE_DIR / "ml" / "weights" / "locate-256-v1"))
 )
 INFERENCE_MAX_ATTEMPTS = env.int("INFERENCE_MAX_ATTEMPTS", default=3)
 STUCK_CASE_SECONDS = env.int("STUCK_CASE_SECONDS", default=120)

@@ -1,8 +1,7 @@
 """Fracture localisation: EfficientNet-Lite with a dense centre heat-map head (CenterNet-style).
 
 The model takes the usual (size, size, 1) image in [0, 255] and has two outputs:
-- LOGIT (N, 1): the image-level "fractured" logit from global pooling, as in the classifier (Grad-CAM
-  explains this one);
+- LOGIT (N, 1): the image-level "fractured" logit from global pooling, as in the classifier;
 - LOC (N, g, g, 3) at stride 16 (g = size / 16): per cell the logit that a fracture's centre lies in
   it, and the fracture's log width and log height as fractions of the input side.
 
@@ -14,7 +13,9 @@ anchors or box matching. The head reads the end of stage 5 (stride 16, 112 chann
 features (stride 32, upsampled), a one-level feature pyramid.
 
 Candidates are the local maxima of the heat-map (3 x 3), best first, each a box in pixels of the
-image as read. numpy only below the model factory (no TensorFlow at import time).
+image as read. The served probability fuses LOGIT with the heat-map's peak (Platt fit on val, in the
+card), and Grad-CAM explains that fused score at GRADCAM_LAYER. numpy only below the model factory
+(no TensorFlow at import time).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ if TYPE_CHECKING:
     import keras
 
 LOC = "loc"
+# Grad-CAM of a locator is taken at the head's last hidden layer (stride 16), not at last_conv
+# (stride 32, shared with the classifier, whose map peaks on the fracture for 0.21 of val's
+# fractured images): at loc_conv2 it follows the centre evidence (0.81 on val, figures in
+# ml/weights/locate-256-v1/README.md).
+GRADCAM_LAYER = "loc_conv2"
 STRIDE = 16
 HEAT_PRIOR = 0.01  # initial probability of a fracture centre in a cell (focal-loss practice)
 DEFAULT_BOX_FRACTION = 0.06  # initial box side, fraction of the input (median expert box ~6 %)
@@ -81,7 +87,7 @@ def _loc_head(stride16: Any, top: Any, width: int = 96) -> Any:
     x = layers.Add(name="loc_merge")([f, t])
     x = layers.ReLU(name="loc_merge_relu")(x)
     x = layers.Conv2D(width, 3, padding="same", activation="relu", name="loc_conv1")(x)
-    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="loc_conv2")(x)
+    x = layers.Conv2D(width, 3, padding="same", activation="relu", name=GRADCAM_LAYER)(x)
     return layers.Conv2D(3, 1, name=LOC)(x)
 
 

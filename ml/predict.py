@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ml.serving import Predictor
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "locate-256-v1"
 
 
 @functools.lru_cache(maxsize=2)

@@ -2,8 +2,9 @@
 
 A predictor is loaded once per process from a registry artifact (checksum verified, BatchNorm folded
 into the convolutions: the graph that serves), and compiles one batch function per model that
-returns, in a single pass, the classifier logit, the Grad-CAM map of that logit and, for a model
-that localises (`ml.localise`), the centre heat-map output. On top of it:
+returns, in a single pass, the classifier logit, the Grad-CAM map of the score that is served (the
+logit, or for a model that localises, `ml.localise`, the card's fusion of logit and heat-map peak)
+and, for a locator, the centre heat-map output. On top of it:
 
 - `probabilities(raw)`: the calibrated probability (temperature scaling, or for a locator the
   Platt fusion of classifier logit and heat-map peak recorded in its card);
@@ -48,7 +49,7 @@ class ImagePrediction:
     probability: float
     fractured_at: dict[str, bool]
     logit: float  # the classifier's raw logit (before calibration)
-    # Grad-CAM of the classifier logit, (H, W) in [0, 1] at the image's size (None if not asked).
+    # Grad-CAM of the served score, (H, W) in [0, 1] at the image's size (None if not asked).
     heatmap: npt.NDArray[np.float32] | None
     # Suspected fracture sites, best first: {"x0", "y0", "x1", "y1", "score"} in the image's pixels.
     candidates: list[dict[str, float]] = field(default_factory=list)
@@ -127,6 +128,9 @@ class Predictor:
         graph = keras.Model(model.input, outputs)
         signature = [tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)]
         localises = self.localises
+        fusion = self.localisation.get("fusion") if localises else None
+        if fusion:
+            fusion = {k: float(fusion[k]) for k in ("logit", "heat_peak")}
 
         if gradcam:
 
@@ -135,9 +139,17 @@ class Predictor:
                 with tf.GradientTape() as tape:
                     outs = graph(x, training=False)
                     fmap, logits = outs[0], tf.reshape(outs[1], [-1])
-                    # each image's logit depends only on its own features: one gradient of the sum
-                    total = tf.reduce_sum(logits)
-                grads = tape.gradient(total, fmap)
+                    score = logits
+                    if fusion:
+                        # a locator serves the fusion of its logit and its heat-map peak: the map
+                        # explains that served score, not the classifier logit alone
+                        peak = tf.reduce_max(outs[2][..., 0], axis=(1, 2))
+                        score = fusion["logit"] * logits + fusion["heat_peak"] * peak
+                    # each image's score depends only on its own features: one gradient of the sum
+                    total = tf.reduce_sum(score)
+                grads = tape.gradient(
+                    total, fmap, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
                 weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
                 cam = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1))
                 cam = tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True))

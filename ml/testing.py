@@ -41,7 +41,7 @@ def make_tiny_locator_artifact(
         version=version,
         architecture="efficientnet_lite0_locator",
         spec=spec,
-        gradcam_layer=LAST_CONV,
+        gradcam_layer=localise.GRADCAM_LAYER,
         thresholds={"balanced": 0.5, "high_sensitivity": 0.3},
         localisation={
             "output": localise.LOC,

@@ -451,7 +451,7 @@ def test_demo_setup_registers_the_shipped_model(settings):
     """What `make run` does on a fresh clone, with the model card as shipped (no TensorFlow)."""
     from diagnosis.models import ModelVersion
 
-    shipped = settings.BASE_DIR / "ml" / "weights" / "default"
+    shipped = settings.BASE_DIR / "ml" / "weights" / "locate-256-v1"
     settings.FRACTURE_MODEL_DIR = shipped
     out = io.StringIO()
     call_command("demo_setup", stdout=out)

@@ -88,6 +88,45 @@ def test_predictor_serves_the_folded_graph_with_the_same_outputs(locator_dir):
     np.testing.assert_allclose(served.probabilities(a), expected, rtol=1e-5)
 
 
+def test_locator_gradcam_explains_the_served_score_at_the_head(locator_dir):
+    """The map is Grad-CAM of the fused score (logit + 0.5 * heat peak, the card's fusion) at the
+    head's last hidden layer, computed here independently on the unfolded model."""
+    import keras
+    import tensorflow as tf
+
+    from ml import registry
+    from ml.model import LOGIT
+    from ml.serving import Predictor
+
+    served = Predictor.load(locator_dir)
+    assert served.gradcam_layer == localise.GRADCAM_LAYER
+    model, _ = registry.load(locator_dir)
+    graph = keras.Model(
+        model.input,
+        [
+            model.get_layer(localise.GRADCAM_LAYER).output,
+            model.get_layer(LOGIT).output,
+            model.get_layer(localise.LOC).output,
+        ],
+    )
+    x = np.full((2, 64, 64, 1), 60, np.float32)
+    x[0, 20:40, 20:40] = 255
+    x[1, 8:24, 36:60] = 230
+    with tf.GradientTape() as tape:
+        fmap, logit, loc = graph(x, training=False)
+        peak = tf.reduce_max(loc[..., 0], axis=(1, 2))
+        total = tf.reduce_sum(tf.reshape(logit, [-1]) + 0.5 * peak)
+    grads = tape.gradient(total, fmap)
+    cam = tf.nn.relu(tf.reduce_sum(fmap * tf.reduce_mean(grads, axis=(1, 2), keepdims=True), -1))
+    cam = np.asarray(cam)
+    expected = cam / np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
+    got = served.raw_outputs(x, gradcam=True)["cam"]
+    assert got.shape == (2, 4, 4)  # stride 16
+    # not empty: the logit alone has no gradient at the head, the fused score has
+    assert (got.max(axis=(1, 2)) == 1.0).all()
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
 def test_predictor_returns_probability_labels_heatmap_and_candidates(locator_dir):
     from ml.serving import Predictor
 

@@ -19,7 +19,7 @@ from diagnosis.views.review import priority_reasons
 
 pytestmark = pytest.mark.django_db
 
-# The shape of a registered artifact's card metrics (ml/weights/default/card.json): nested "test".
+# The shape of a registered artifact's card metrics (ml/weights/lite0-256-v1/card.json): nested "test".
 CARD_METRICS = {
     "test": {
         "auroc": 0.866,
