@@ -1,12 +1,26 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from diagnosis.views import accounts as account_views
 from diagnosis.views import health
 
+
+class FaviconView(RedirectView):
+    """/favicon.ico -> the static icon, resolved per request (hashed name once collected)."""
+
+    permanent = True
+
+    def get_redirect_url(self, *args: object, **kwargs: object) -> str:
+        return static("img/favicon.svg")
+
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    # Browsers and bookmark tools probe /favicon.ico on pages that name no icon (Swagger UI).
+    path("favicon.ico", FaviconView.as_view()),
     path("accounts/login/", account_views.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", account_views.PortalLogoutView.as_view(), name="logout"),
     # Before admin.site.urls: the admin signs in through the throttled, audited portal login.

@@ -43,7 +43,7 @@ def browser(live_server, monkeypatch) -> Iterator[object]:
 
 def watch_errors(page) -> list[str]:
     """Collect the page's script errors, console errors (CSP violations included) and failed
-    requests (the browser's own favicon probe aside) into the returned list as they happen."""
+    requests (the favicon included) into the returned list as they happen."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on(
@@ -56,11 +56,7 @@ def watch_errors(page) -> list[str]:
     )
     page.on(
         "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico")
-            else None
-        ),
+        lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None,
     )
     return errors
 
