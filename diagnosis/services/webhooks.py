@@ -40,10 +40,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from diagnosis.exceptions import DomainError
-from diagnosis.models import AuditEvent, Case, Prediction, WebhookDelivery
+from diagnosis.models import AuditEvent, BoxOrigin, Case, Prediction, WebhookDelivery
 from diagnosis.selectors.models import model_version_localises
 from diagnosis.selectors.predictions import prediction_candidates
 from diagnosis.selectors.reads import case_final_reading
+from diagnosis.selectors.reviews import ImageWithReads, case_image_reads
 from diagnosis.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -314,10 +315,35 @@ def _post_via_proxy(*, url: str, body: bytes, headers: dict[str, str]) -> reques
     return _post(adapter, url=url, body=body, headers=headers)
 
 
+def _image_reading(item: ImageWithReads) -> dict[str, Any]:
+    """One image's final reading as a webhook carries it: the deciding read's label and boxes."""
+    read = item.final_read()
+    return {
+        "final_label": read.final_label if read is not None else None,
+        "boxes": [
+            {
+                "x": box["x"],
+                "y": box["y"],
+                "w": box["w"],
+                "h": box["h"],
+                "origin": box.get("origin") or BoxOrigin.READER.value,
+            }
+            for box in item.final_boxes()
+        ],
+    }
+
+
 def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
     """The event body: ids, status and the result summary (with the model's candidate boxes in
-    pixels of the canonical image, whose size each image carries); the client fetches details by
-    API."""
+    pixels of the canonical image, whose size each image carries) and, once the case is final,
+    each image's final reading with the radiologists' fracture boxes (fractions of the canonical
+    image); the client fetches details by API. Reader names never leave in a webhook."""
+    final = case_final_reading(case=case)
+    readings = (
+        {item.image.pk: _image_reading(item) for item in case_image_reads(case=case)}
+        if final is not None
+        else {}
+    )
     images = []
     for image in case.images.all().order_by("position"):
         prediction = (
@@ -346,9 +372,10 @@ def webhook_payload(*, case: Case, event: str) -> dict[str, Any]:
                         height=image.height,
                     ),
                 },
+                # null until the case is final (blind reads: selectors.reads)
+                "reading": readings.get(image.pk),
             }
         )
-    final = case_final_reading(case=case)
     return {
         "event": event,
         "case": {

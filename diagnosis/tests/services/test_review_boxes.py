@@ -263,3 +263,37 @@ class TestMigration:
             executor = MigrationExecutor(connection)
             executor.loader.build_graph()
             executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+class TestWebhookReading:
+    """Webhooks carry each image's final reading with the readers' boxes, once the case is final."""
+
+    def test_boxes_leave_only_with_the_final_reading(self, radiologist, radiologist_b, settings):
+        from diagnosis.services.webhooks import webhook_payload
+
+        settings.SECOND_READ_MODEL_POSITIVE = True  # a model-positive case gets a second read
+        case = predicted_case(probabilities=[0.9])
+        submit(case, radiologist, decision=CONFIRM, boxes=[A])
+        case.refresh_from_db()
+        (waiting,) = webhook_payload(case=case, event="case.predicted")["case"]["images"]
+        assert waiting["reading"] is None  # not final: nothing of the first read leaves
+        submit(case, radiologist_b, decision=CONFIRM, boxes=[{**B, "origin": "model_accepted"}])
+        case.refresh_from_db()
+        assert case.status == "reviewed"
+        payload = webhook_payload(case=case, event="case.reviewed")
+        (image,) = payload["case"]["images"]
+        assert image["reading"] == {
+            "final_label": "fractured",
+            "boxes": [{**B, "origin": "model_accepted"}],
+        }
+        assert radiologist.username not in str(payload)
+        assert radiologist_b.username not in str(payload)
+
+    def test_a_no_fracture_reading_has_no_boxes(self, radiologist):
+        from diagnosis.services.webhooks import webhook_payload
+
+        case = predicted_case(probabilities=[0.2])
+        submit(case, radiologist, decision=CONFIRM)
+        case.refresh_from_db()
+        (image,) = webhook_payload(case=case, event="case.reviewed")["case"]["images"]
+        assert image["reading"] == {"final_label": "not_fractured", "boxes": []}
