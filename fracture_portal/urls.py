@@ -20,7 +20,7 @@ class FaviconView(RedirectView):
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     # Browsers and bookmark tools probe /favicon.ico on pages that name no icon (Swagger UI).
-    path("favicon.ico", FaviconView.as_view()),
+    path("favicon.ico", FaviconView.as_view(), name="favicon"),
     path("accounts/login/", account_views.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", account_views.PortalLogoutView.as_view(), name="logout"),
     # Before admin.site.urls: the admin signs in through the throttled, audited portal login.

@@ -222,7 +222,8 @@ def test_access_matrix(world, endpoint, actor):
 
 # --- the whole URLconf, anonymously ----------------------------------------------------------------
 
-ANONYMOUS_ALLOWED = {"login", "healthz"}
+# favicon: a redirect to the static icon (static files are public), see test_favicon.py
+ANONYMOUS_ALLOWED = {"login", "healthz", "favicon"}
 _CONVERTER_VALUES = {"uuid": "00000000-0000-4000-8000-000000000000", "int": "1", "slug": "x"}
 
 
