@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from diagnosis.models import Case, Review
+from diagnosis.models import Case, Label, Review
 
 ReadT = TypeVar("ReadT")
 User = AbstractBaseUser | AnonymousUser | None
@@ -43,6 +43,19 @@ def reads_agreed_label(labels: Mapping[int, str]) -> str | None:
         return labels[Review.Read.ADJUDICATION]
     distinct = set(labels.values())
     return distinct.pop() if len(distinct) == 1 else None
+
+
+def reads_deciding_boxes(reads: Iterable[Review], label: str) -> list[dict[str, Any]]:
+    """The agreed fracture boxes of an image whose agreed label is `label`: those of the latest
+    read with that label that marked boxes (an adjudicator who picked a read without drawing keeps
+    its boxes); none when the label is not a fracture. The one home of this rule (the case page,
+    the review screen, webhooks and dataset snapshots)."""
+    if label != Label.FRACTURED:
+        return []
+    for read in sorted(reads, key=lambda r: r.read_number, reverse=True):
+        if read.final_label == label and read.boxes:
+            return list(read.boxes)
+    return []
 
 
 def case_is_final(case: Case) -> bool:

@@ -34,7 +34,7 @@ from diagnosis.models import BodyPart, Case, Label, Prediction, Review, ReviewDr
 from diagnosis.selectors.models import model_version_localises
 from diagnosis.selectors.params import query_id
 from diagnosis.selectors.predictions import prediction_current
-from diagnosis.selectors.reads import reader_display_name, reads_visible
+from diagnosis.selectors.reads import reader_display_name, reads_deciding_boxes, reads_visible
 
 STAGE_FIRST = Review.Read.FIRST
 STAGE_SECOND = Review.Read.SECOND
@@ -344,17 +344,12 @@ class ImageWithReads:
         return self.reads[max(self.reads)] if self.reads else None
 
     def final_boxes(self) -> list[dict[str, Any]]:
-        """The fracture boxes of the deciding read, else of the latest earlier read that reached
-        the same label (an adjudicator who picked a read without drawing keeps its boxes); empty
-        when the final label is not a fracture."""
+        """The fracture boxes of the final reading (`reads_deciding_boxes`); empty when the final
+        label is not a fracture."""
         final = self.final_read()
-        if final is None or final.final_label != Label.FRACTURED:
+        if final is None:
             return []
-        for number in sorted(self.reads, reverse=True):
-            read = self.reads[number]
-            if read.final_label == final.final_label and read.boxes:
-                return list(read.boxes)
-        return []
+        return reads_deciding_boxes(self.reads.values(), final.final_label)
 
 
 def candidate_fractions(prediction: Prediction | None, image: XrayImage) -> list[dict[str, Any]]:

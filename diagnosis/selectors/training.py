@@ -18,7 +18,7 @@ from diagnosis.models import (
     TrainingRun,
     XrayImage,
 )
-from diagnosis.selectors.reads import reads_agreed_label
+from diagnosis.selectors.reads import reads_agreed_label, reads_deciding_boxes
 
 IN_FLIGHT = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 
@@ -44,16 +44,9 @@ def image_final_label(image: XrayImage) -> str | None:
 
 
 def image_final_boxes(image: XrayImage, label: str) -> list[dict[str, Any]]:
-    """The agreed fracture boxes of an image with agreed `label`: those of the deciding read (the
-    latest read with that label that marked boxes: an adjudicator who picked a read without
-    drawing keeps its boxes); none when the label is not a fracture. Uses the prefetched
-    `reviews`."""
-    if label != Label.FRACTURED:
-        return []
-    for review in sorted(image.reviews.all(), key=lambda r: r.read_number, reverse=True):
-        if review.final_label == label and review.boxes:
-            return list(review.boxes)
-    return []
+    """The agreed fracture boxes of an image with agreed `label` (`reads_deciding_boxes`), from
+    the prefetched `reviews`."""
+    return reads_deciding_boxes(image.reviews.all(), label)
 
 
 def snapshot_reviewed_images() -> list[LabelledImage]:
