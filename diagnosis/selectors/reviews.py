@@ -33,7 +33,7 @@ from diagnosis.exceptions import NotFoundError
 from diagnosis.models import BodyPart, Case, Label, Prediction, Review, ReviewDraft, XrayImage
 from diagnosis.selectors.models import model_version_localises
 from diagnosis.selectors.params import query_id
-from diagnosis.selectors.predictions import prediction_current
+from diagnosis.selectors.predictions import prediction_candidates, prediction_current
 from diagnosis.selectors.reads import reader_display_name, reads_deciding_boxes, reads_visible
 
 STAGE_FIRST = Review.Read.FIRST
@@ -354,38 +354,27 @@ class ImageWithReads:
 
 def candidate_fractions(prediction: Prediction | None, image: XrayImage) -> list[dict[str, Any]]:
     """The prediction's suspected fracture sites as boxes in fractions of the canonical image
-    (the frame of a reader's boxes), best first: [{"x", "y", "w", "h", "score", "rank"}].
-    Only a finished prediction of a version that localises has any (as on the model's marks);
-    candidates that are malformed or fall outside the image are left out."""
+    (the frame of a reader's boxes), best first: [{"x", "y", "w", "h", "score", "rank"}]: the
+    candidates the case page and the API serve (`prediction_candidates`, in pixels), divided by
+    the image's size. Only a finished prediction of a version that localises has any."""
     if prediction is None or not image.width or not image.height:
         return []
     if prediction.status != Prediction.Status.DONE or not model_version_localises(
         prediction.model_version
     ):
         return []
-    out: list[dict[str, Any]] = []
-    for candidate in prediction.candidates or []:
-        try:
-            x0, y0 = float(candidate["x0"]), float(candidate["y0"])
-            x1, y1 = float(candidate["x1"]), float(candidate["y1"])
-            score = float(candidate.get("score", 0.0))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-        x0, x1 = max(0.0, min(x0, x1)), min(float(image.width), max(x0, x1))
-        y0, y1 = max(0.0, min(y0, y1)), min(float(image.height), max(y0, y1))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        out.append(
-            {
-                "x": round(x0 / image.width, 5),
-                "y": round(y0 / image.height, 5),
-                "w": round((x1 - x0) / image.width, 5),
-                "h": round((y1 - y0) / image.height, 5),
-                "score": round(score, 4),
-                "rank": len(out) + 1,
-            }
-        )
-    return out
+    boxes = prediction_candidates(prediction.candidates, width=image.width, height=image.height)
+    return [
+        {
+            "x": round(box["x0"] / image.width, 5),
+            "y": round(box["y0"] / image.height, 5),
+            "w": round((box["x1"] - box["x0"]) / image.width, 5),
+            "h": round((box["y1"] - box["y0"]) / image.height, 5),
+            "score": round(box["score"], 4),
+            "rank": rank,
+        }
+        for rank, box in enumerate(boxes, 1)
+    ]
 
 
 def latest_prediction(image: XrayImage) -> Prediction | None:
