@@ -193,11 +193,13 @@ def train_locator(
     recipe_from: Path | None,
     progress: Callable[[dict[str, Any]], None],
     should_stop: Callable[[], bool],
+    init_from: Path | None = None,
 ) -> TrainOutcome:
     """Train a localising model (ml.train_locate: ImageNet backbone, centre heat-map head) on the
     snapshot folder, supervised by its labels and boxes.csv. The recipe is the one `recipe_from`
     (the active locator) was trained with, where it has one; the run's keys in LOCATE_KEYS (and
-    `version`) override it. Cancellation is checked between epochs; a cancelled run leaves nothing
+    `version`) override it. With `init_from` (a locator artifact) the run starts from its weights
+    instead of ImageNet's. Cancellation is checked between epochs; a cancelled run leaves nothing
     in `out_dir`."""
     import dataclasses
     import json
@@ -215,11 +217,12 @@ def train_locator(
             {
                 k: v
                 for k, v in inherited.items()
-                if k in fields and k not in {"version", "max_train_images"}
+                if k in fields and k not in {"version", "max_train_images", "init_from"}
             }
         )
     settings_.update({k: v for k, v in config.items() if k in LOCATE_KEYS and k in fields})
     settings_["version"] = str(config.get("version") or "")
+    settings_["init_from"] = str(init_from) if init_from is not None else ""
     locate_config = ml_locate.LocateConfig(**settings_)
     started = time.monotonic()
     best = {"val_auroc": 0.0, "epochs": 0}

@@ -60,6 +60,10 @@ class LocateConfig:
     dropout: float = 0.2
     max_train_images: int = 0
     version: str = ""
+    # An artifact folder of a locator with the same architecture and input size: the run starts
+    # from its weights (warm start, e.g. retraining the active model on new labels) instead of
+    # ImageNet's. The frozen lower part is ImageNet's in both.
+    init_from: str = ""
 
     @property
     def spec(self) -> ImageSpec:
@@ -228,6 +232,25 @@ def fit_fusion(y: npt.NDArray, logit: npt.NDArray, peak: npt.NDArray) -> tuple[f
     return float(w[0]), float(w[1]), float(w[2])
 
 
+def warm_start(full: Any, artifact: Path, config: LocateConfig) -> None:
+    """Copy every weight of the locator at `artifact` into `full` (built for `config`). Raises
+    ValueError when it is not a locator of the same architecture and input size."""
+    from ml import registry
+
+    card = registry.read_card(artifact)
+    expected = f"{config.arch}_locator"
+    if card.architecture != expected or card.spec.size != config.size:
+        raise ValueError(
+            f"cannot start from {artifact.name}: it is a {card.architecture} at "
+            f"{card.spec.size} px, this run trains a {expected} at {config.size} px"
+        )
+    source, _ = registry.load(artifact)
+    weighted = sum(1 for layer in full.layers if layer.weights)
+    copied = localise.copy_weights(source, full)
+    if copied != weighted:
+        raise ValueError(f"cannot start from {artifact.name}: {copied} of {weighted} layers match")
+
+
 def train(data: Path, out: Path, config: LocateConfig, *, log: Any = logger.info) -> dict[str, Any]:
     import keras
     import tensorflow as tf
@@ -257,6 +280,9 @@ def train(data: Path, out: Path, config: LocateConfig, *, log: Any = logger.info
     )
 
     full = localise.build_locator(spec, config.arch, dropout=config.dropout, pretrained=True)
+    if config.init_from:
+        warm_start(full, Path(config.init_from), config)
+        log(f"starting from the weights of {Path(config.init_from).name}")
     # Frozen part, served folded (same outputs, about half the work): only ever run forward here.
     lower = localise.build_lower(fold_batchnorm(full), config.arch)
     upper = localise.build_upper(spec, config.arch, dropout=config.dropout)
@@ -381,7 +407,8 @@ def train(data: Path, out: Path, config: LocateConfig, *, log: Any = logger.info
             "min_score_rule": "the candidate score at 1 false positive per image on val",
         },
         training={
-            "config": dataclasses.asdict(config),
+            # the warm start by name only (no machine paths in a card)
+            "config": {**dataclasses.asdict(config), "init_from": Path(config.init_from).name},
             "best_epoch": best["epoch"],
             "history": history,
             "data": {

@@ -549,7 +549,8 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
         _append_log(
             run.pk,
             f"training {version_name}: a localising model on {boxes} fracture boxes "
-            f"(recipe of {active.version})",  # type: ignore[union-attr]
+            f"(recipe of {active.version}"  # type: ignore[union-attr]
+            + (", fine-tuning it)" if init_from else ", from ImageNet weights)"),
         )
         outcome = training_bridge.train_locator(
             config=train_config,
@@ -558,6 +559,7 @@ def _execute(run: TrainingRun, work: Path, callbacks: _RunCallbacks) -> None:
             recipe_from=inference.artifact_path(active.artifact_dir),  # type: ignore[union-attr]
             progress=callbacks.progress,
             should_stop=callbacks.should_stop,
+            init_from=init_from,
         )
     else:
         _append_log(

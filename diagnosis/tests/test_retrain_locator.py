@@ -89,6 +89,34 @@ def test_boxes_and_a_localising_active_model_train_a_locator(tmp_path, radiologi
     assert "val_top1" in run.progress
 
 
+def test_fine_tuning_starts_the_locator_from_the_active_model(
+    tmp_path, radiologist, active_locator
+):
+    """With fine_tune (the default) the run starts from the active locator's weights: at a zero
+    learning rate the candidate keeps them exactly (the recipe's other keys as before)."""
+    import numpy as np
+
+    from diagnosis import inference
+    from ml import registry
+
+    snapshot = boxed_snapshot(tmp_path, radiologist)
+    run = run_on(snapshot, fine_tune=True, epochs=1, lr=0.0)
+    training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.log + run.error
+    assert "fine-tuning it" in run.log
+    candidate, _ = registry.load(inference.artifact_path(run.result_version.artifact_dir))
+    active, _ = registry.load(inference.artifact_path(active_locator.artifact_dir))
+    for name in ("loc", "loc_conv2", "logit"):
+        for got, want in zip(
+            candidate.get_layer(name).get_weights(),
+            active.get_layer(name).get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, want)
+    assert run.result_version.card["training"]["config"]["init_from"]
+
+
 def test_without_boxes_the_classifier_is_trained_as_before(tmp_path, radiologist, active_locator):
     snapshot = boxed_snapshot(tmp_path, radiologist, with_boxes=False)
     assert snapshot.counts["boxes"]["total"] == 0

@@ -170,3 +170,10 @@ def test_locate_files_and_predict_files_agree_with_the_predictor(locator_dir, tm
     for cands, result in zip(located, direct, strict=True):
         assert [set(c) for c in cands] == [{"x0", "y0", "x1", "y1", "score"}] * len(cands)
         assert cands == [{k: pytest.approx(v) for k, v in c.items()} for c in result.candidates]
+
+
+def test_warm_start_refuses_a_locator_of_another_size(locator_dir):
+    from ml.train_locate import LocateConfig, warm_start
+
+    with pytest.raises(ValueError, match=r"at 64 px, this run trains .* at 96 px"):
+        warm_start(None, locator_dir, LocateConfig(size=96))
