@@ -46,6 +46,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	@mkdir -p var
 	$(RUN_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 

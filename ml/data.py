@@ -71,7 +71,7 @@ def _from_manifest(manifest: Path) -> list[Record]:
 
 
 def _from_folders(root: Path) -> list[Record]:
-    records = []
+    records: list[Record] = []
     for split in sorted(p.name for p in root.iterdir() if p.is_dir()):
         for label_dir in sorted((root / split).iterdir()):
             if not label_dir.is_dir() or label_dir.name not in LABELS:
@@ -124,7 +124,7 @@ def load_images(
     ).hexdigest()[:16]
     cache = Path(cache_dir) / f"images-{key}.npy" if cache_dir else None
     if cache is not None and cache.is_file():
-        return np.load(cache)
+        return np.asarray(np.load(cache), np.uint8)
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         images = list(pool.map(lambda r: _load_one(r.path, spec), records))
@@ -146,8 +146,11 @@ def augment_image(image: npt.NDArray[np.uint8], rng: np.random.Generator) -> npt
     scale = rng.uniform(0.9, 1.1)
     matrix = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
     matrix[:, 2] += rng.uniform(-0.05, 0.05, 2) * size
-    out = cv2.warpAffine(
-        np.ascontiguousarray(out), matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0
+    out = np.asarray(
+        cv2.warpAffine(
+            np.ascontiguousarray(out), matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0
+        ),
+        np.uint8,
     )
     gamma = float(np.exp(rng.uniform(-0.25, 0.25)))
     contrast = rng.uniform(0.85, 1.15)

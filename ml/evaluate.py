@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,7 +126,7 @@ def _save(fig: Any, path: Path, legend: str) -> Path:
 
 def plot_roc(
     y: npt.ArrayLike,
-    curves: dict[str, npt.ArrayLike],
+    curves: Mapping[str, npt.ArrayLike],
     path: Path,
     title: str,
     *,
@@ -178,7 +179,7 @@ def plot_pr(y: npt.ArrayLike, prob: npt.ArrayLike, path: Path, title: str) -> Pa
 
 
 def plot_reliability(
-    y: npt.ArrayLike, curves: dict[str, npt.ArrayLike], path: Path, title: str
+    y: npt.ArrayLike, curves: Mapping[str, npt.ArrayLike], path: Path, title: str
 ) -> Path:
     """Reliability diagrams (observed fracture rate per bin of predicted probability) of one or
     more sets of probabilities on the same images (PNG), each with its ECE. The one calibration

@@ -30,7 +30,8 @@ def _gradcam_fn(model: keras.Model, layer: str) -> Any:
 
         spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)
 
-        @tf.function(input_signature=[spec])  # one trace for every batch size
+        # one trace for every batch size
+        @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
         def fn(x: Any) -> tuple[Any, Any]:
             with tf.GradientTape() as tape:
                 fmap, logits = grad_model(x, training=False)
@@ -68,7 +69,7 @@ def gradcam_heatmap(
 ) -> npt.NDArray[np.float32]:
     """One preprocessed image (size, size, 1) -> heat-map (h, w) float32 in [0, 1]."""
     _, cams = gradcam_batch(model, np.asarray(image, np.float32)[np.newaxis], layer=layer)
-    return cams[0]
+    return np.asarray(cams[0], np.float32)
 
 
 def _as_rgb_u8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -78,7 +79,7 @@ def _as_rgb_u8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     if img.dtype != np.uint8:
         img = np.clip(np.rint(img.astype(np.float64)), 0, 255).astype(np.uint8)
     if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        return np.asarray(cv2.cvtColor(img, cv2.COLOR_GRAY2RGB), np.uint8)
     if img.ndim == 3 and img.shape[-1] == 3:
         return img.copy()
     raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3), got {image.shape}")
@@ -87,13 +88,15 @@ def _as_rgb_u8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
 def _fit(heatmap: npt.NDArray[Any], shape_hw: tuple[int, int]) -> npt.NDArray[np.float32]:
     hm = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
     if hm.shape != shape_hw:
-        hm = cv2.resize(hm, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_LINEAR)
+        hm = np.asarray(
+            cv2.resize(hm, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_LINEAR), np.float32
+        )
     return hm
 
 
 def _jet(heatmap: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     bgr = cv2.applyColorMap(np.rint(heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
 
 
 def quantize(heatmap: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:

@@ -26,7 +26,7 @@ def _forward_fn(model: keras.Model) -> Any:
         # One trace for every batch size: a new batch size must not cost a retrace while serving.
         spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)
 
-        @tf.function(input_signature=[spec])
+        @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
         def fn(x: Any) -> Any:
             return tf.reshape(model(x, training=False), [-1])
 

@@ -284,5 +284,6 @@ def decode_candidates(
 
 def heat_peak_logit(loc: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     """(N, g, g, 3) -> (N,) the highest centre logit per image (evidence for the image label)."""
-    loc = np.asarray(loc, np.float64)
-    return loc[..., 0].reshape(len(loc), -1).max(axis=1)
+    values = np.asarray(loc, np.float64)
+    peaks: npt.NDArray[np.float64] = values[..., 0].reshape(len(values), -1).max(axis=1)
+    return peaks

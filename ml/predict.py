@@ -72,7 +72,7 @@ def locate_files(
         for result in results:
             if predictor.localises:
                 out.append([{k: float(v) for k, v in c.items()} for c in result.candidates])
-            else:
+            elif result.heatmap is not None:  # asked for above
                 peak = heatmap_peak_candidate(result.heatmap)
                 out.append([{**c, "score": result.probability} for c in peak])
     return out
@@ -91,6 +91,8 @@ def analyse_file(path: str | Path, model_dir: str | Path | None = None) -> dict[
     image = read_image(path)
     result = predictor.predict([image])[0]
     labels = result.fractured_at
+    if result.heatmap is None:  # predict() computes it unless told not to
+        raise ValueError("the model returned no heat-map")
     picture = overlay(image, result.heatmap)
     return {
         "model_version": card.version,

@@ -6,6 +6,7 @@ import io
 import math
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -24,10 +25,11 @@ class InvalidImageError(ValueError):
 def _to_uint8(array: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
     """Integer images of more than 8 bits -> uint8 by their bit depth (12-bit data stays bright)."""
     if array.dtype == np.uint8:
-        return array
+        return array.astype(np.uint8, copy=False)
     if array.dtype.kind == "f":
-        lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
-        scaled = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+        floats = cast("npt.NDArray[np.floating[Any]]", array)
+        lo, hi = float(np.nanmin(floats)), float(np.nanmax(floats))
+        scaled = (floats - lo) / (hi - lo) if hi > lo else np.zeros_like(floats)
         return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
     values = array.astype(np.int64)
     values = np.clip(values, 0, None)
@@ -35,7 +37,8 @@ def _to_uint8(array: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
     bits = max(8, math.ceil(math.log2(peak + 1))) if peak > 0 else 8
     full = (1 << bits) - 1
     # Exact for data written as 8-bit * 257 (the usual 8 -> 16-bit widening).
-    return np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
+    return out
 
 
 def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
@@ -48,6 +51,7 @@ def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img: Image.Image  # opened as an ImageFile, then transposed or converted
             with Image.open(io.BytesIO(data)) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise InvalidImageError(f"image too large: {img.width}x{img.height}")
@@ -104,7 +108,7 @@ def letterbox_geometry(shape_hw: tuple[int, int], size: int) -> tuple[int, int, 
 def apply_clahe(image: npt.NDArray[np.uint8], clip: float) -> npt.NDArray[np.uint8]:
     """Contrast-limited adaptive histogram equalisation, 8x8 tiles."""
     clahe = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(8, 8))
-    return clahe.apply(image)
+    return np.asarray(clahe.apply(image), np.uint8)
 
 
 def preprocess(image: npt.NDArray[np.uint8], spec: ImageSpec) -> npt.NDArray[np.float32]:

@@ -133,8 +133,8 @@ class Predictor:
             fusion = {k: float(fusion[k]) for k in ("logit", "heat_peak")}
 
         if gradcam:
-
-            @tf.function(input_signature=signature)  # one trace for every batch size
+            # one trace for every batch size
+            @tf.function(input_signature=signature)  # type: ignore[untyped-decorator]
             def fn(x: Any) -> tuple[Any, Any, Any]:
                 with tf.GradientTape() as tape:
                     outs = graph(x, training=False)
@@ -158,7 +158,7 @@ class Predictor:
 
         else:
 
-            @tf.function(input_signature=signature)
+            @tf.function(input_signature=signature)  # type: ignore[untyped-decorator]
             def fn(x: Any) -> tuple[Any, Any, Any]:
                 outs = graph(x, training=False)
                 outs = outs if isinstance(outs, list | tuple) else [outs]
@@ -199,7 +199,8 @@ class Predictor:
     @staticmethod
     def _model_pass(fn: Any, chunk: npt.NDArray[np.float32]) -> tuple[Any, Any, Any]:
         """One call of the compiled function on one chunk (a seam for counting passes)."""
-        return fn(chunk)
+        logits, cams, locs = fn(chunk)
+        return logits, cams, locs
 
     # --- post-processing -----------------------------------------------------------------------
 

@@ -68,7 +68,10 @@ def fingerprint(image: npt.NDArray[np.uint8], *, dihedral: bool = False) -> Imag
 
 def _popcount64(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
     as_bytes = values.reshape(-1, 1).view(np.uint8)
-    return np.unpackbits(as_bytes, axis=1).sum(axis=1).reshape(values.shape).astype(np.int64)
+    counts: npt.NDArray[np.int64] = (
+        np.unpackbits(as_bytes, axis=1).sum(axis=1).reshape(values.shape).astype(np.int64)
+    )
+    return counts
 
 
 def near_duplicate_pairs(
@@ -90,7 +93,7 @@ def near_duplicate_pairs(
         return []
     ref_hashes = np.array([r.hashes[0] for r in references], dtype=np.uint64)
     ref_thumbs = np.stack([r.thumbs[0] for r in references])
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     for qi, query in enumerate(queries):
         distances = _popcount64(query.hashes[:, None] ^ ref_hashes[None, :])  # (V, R)
         candidates = np.flatnonzero(distances.min(axis=0) <= max_hash_distance)
@@ -202,7 +205,7 @@ def assign_splits(
         else:
             (target,) = placed
             if target in open_splits:
-                splits.update(dict.fromkeys(newcomers, target))
+                splits.update(dict.fromkeys(newcomers, str(target)))
             else:
                 excluded.update(dict.fromkeys(newcomers, f"group_in_frozen_{target}"))
 

@@ -95,7 +95,7 @@ class _Trainer:
         self.optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         variables = model.trainable_variables
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
         def step(x: Any, y: Any, w: Any) -> Any:
             with tf.GradientTape() as tape:
                 logits = tf.reshape(model(x, training=True), [-1])
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=args.work_dir,
         keep_work=args.keep_work,
     )
-    summary = {
+    summary: dict[str, Any] = {
         "artifact": str(result.artifact_dir) if result.artifact_dir else None,
         "best_epoch": result.best_epoch,
         "best_val_auroc": result.best_val_auroc,

@@ -81,7 +81,7 @@ def _affine(size: int, rng: np.random.Generator) -> tuple[npt.NDArray[np.float64
     flip = bool(rng.random() < 0.5)
     angle = rng.uniform(-12.0, 12.0)
     scale = float(np.exp(rng.uniform(-0.15, 0.2)))
-    matrix = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
+    matrix = np.asarray(cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale), np.float64)
     matrix[:, 2] += rng.uniform(-0.06, 0.06, 2) * size
     return matrix, flip
 
@@ -155,7 +155,9 @@ def _compiled(model: Any) -> Any:
     return fn
 
 
-def lower_features(lower: Any, images: npt.NDArray[np.float32], batch: int = 64) -> npt.NDArray:
+def lower_features(
+    lower: Any, images: npt.NDArray[np.float32], batch: int = 64
+) -> npt.NDArray[Any]:
     fn = _compiled(lower)
     out = [
         np.asarray(fn(images[start : start + batch, ..., None]))
@@ -169,7 +171,9 @@ def lower_features(lower: Any, images: npt.NDArray[np.float32], batch: int = 64)
 # --- Training ----------------------------------------------------------------------------------------
 
 
-def _losses(tf: Any, logit: Any, loc: Any, y: Any, heat: Any, wh: Any, mask: Any, pos_w: float):
+def _losses(
+    tf: Any, logit: Any, loc: Any, y: Any, heat: Any, wh: Any, mask: Any, pos_w: float
+) -> tuple[Any, Any, Any]:
     logit = tf.reshape(logit, [-1])
     bce = tf.nn.weighted_cross_entropy_with_logits(labels=y, logits=logit, pos_weight=pos_w)
     cls_loss = tf.reduce_mean(bce) / ((1.0 + pos_w) / 2.0)
@@ -188,7 +192,7 @@ def _losses(tf: Any, logit: Any, loc: Any, y: Any, heat: Any, wh: Any, mask: Any
 
 
 def evaluate_outputs(
-    logits: npt.NDArray, locs: npt.NDArray, split: Split, size: int
+    logits: npt.NDArray[Any], locs: npt.NDArray[Any], split: Split, size: int
 ) -> dict[str, float]:
     """Validation summary from raw outputs (model selection; no calibration)."""
     peak = localise.heat_peak_logit(locs)
@@ -205,7 +209,9 @@ def evaluate_outputs(
     }
 
 
-def run_upper(upper: Any, feats: npt.NDArray, batch: int = 128) -> tuple[npt.NDArray, npt.NDArray]:
+def run_upper(
+    upper: Any, feats: npt.NDArray[Any], batch: int = 128
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     fn = _compiled(upper)
     logits, locs = [], []
     for start in range(0, len(feats), batch):
@@ -215,7 +221,9 @@ def run_upper(upper: Any, feats: npt.NDArray, batch: int = 128) -> tuple[npt.NDA
     return np.concatenate(logits), np.concatenate(locs)
 
 
-def fit_fusion(y: npt.NDArray, logit: npt.NDArray, peak: npt.NDArray) -> tuple[float, float, float]:
+def fit_fusion(
+    y: npt.NDArray[Any], logit: npt.NDArray[Any], peak: npt.NDArray[Any]
+) -> tuple[float, float, float]:
     """Logistic regression of the label on (classifier logit, heat-map peak logit) by Newton steps
     with a small ridge: the calibrated probability is sigmoid(a logit + b peak + c)."""
     x = np.c_[logit, peak, np.ones_like(logit)].astype(np.float64)
@@ -325,8 +333,8 @@ def train(data: Path, out: Path, config: LocateConfig, *, log: Any = logger.info
     n_pos = float(train_split.labels.sum())
     pos_w = float((n - n_pos) / max(1.0, n_pos))
 
-    @tf.function
-    def step(x, y, heat, wh, mask):
+    @tf.function  # type: ignore[untyped-decorator]
+    def step(x: Any, y: Any, heat: Any, wh: Any, mask: Any) -> tuple[Any, Any, Any]:
         with tf.GradientTape() as tape:
             logit, loc = upper(x, training=True)
             c, h, s = _losses(tf, logit, loc, y, heat, wh, mask, pos_w)
@@ -344,13 +352,13 @@ def train(data: Path, out: Path, config: LocateConfig, *, log: Any = logger.info
         sums = np.zeros(3)
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size]
-            v = pick[idx]
+            chosen = pick[idx]
             losses = step(
-                feats[v, idx].astype(np.float32),
+                feats[chosen, idx].astype(np.float32),
                 train_split.labels[idx],
-                heat_t[v, idx].astype(np.float32),
-                wh_t[v, idx],
-                mask_t[v, idx].astype(np.float32),
+                heat_t[chosen, idx].astype(np.float32),
+                wh_t[chosen, idx],
+                mask_t[chosen, idx].astype(np.float32),
             )
             sums += [float(o) * len(idx) for o in losses]
         logits, locs = run_upper(upper, val_feats)
