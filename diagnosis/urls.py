@@ -20,6 +20,11 @@ urlpatterns = [
         intake.image_depth_view,
         name="image_depth",
     ),
+    path(
+        "cases/<uuid:case_uuid>/images/<int:pk>/view",
+        cases.case_image_viewer_view,
+        name="image_viewer",
+    ),
     path("cases/<uuid:case_uuid>/cancel/", cases.case_cancel_view, name="case_cancel"),
     path("cases/<uuid:case_uuid>/status", results.case_status_view, name="case_status"),
     path(

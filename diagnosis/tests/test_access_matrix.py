@@ -70,6 +70,10 @@ def _image_file(w: World) -> str:
     return reverse("diagnosis:image_file", args=[w.case.uuid, w.image.pk])
 
 
+def _image_viewer(w: World) -> str:
+    return reverse("diagnosis:image_viewer", args=[w.case.uuid, w.image.pk])
+
+
 def _heatmap_file(w: World) -> str:
     return reverse("diagnosis:heatmap_file", args=[w.case.uuid, w.image.pk])
 
@@ -100,6 +104,8 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("case_detail", "post", _case_detail, everyone(405, other_clinician=405)),
     Endpoint("image_file", "get", _image_file, everyone(200, other_clinician=404)),
     Endpoint("heatmap_file", "get", _heatmap_file, everyone(200, other_clinician=404)),
+    Endpoint("image_viewer", "get", _image_viewer, everyone(200, other_clinician=404)),
+    Endpoint("image_viewer", "post", _image_viewer, everyone(405, other_clinician=405)),
     Endpoint(
         "heatmap_overlay",
         "get",

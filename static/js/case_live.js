@@ -190,7 +190,16 @@
     schedule();
   }
 
+  /* Back from an image's viewer (its Close link or Esc lead to #open-viewer-<id>): that image's
+     "Open viewer" button has the focus again. */
+  function focusViewerButton() {
+    var match = /^#open-viewer-(\d+)$/.exec(window.location.hash);
+    var button = match && document.getElementById("open-viewer-" + match[1]);
+    if (button) { button.focus(); }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    focusViewerButton();
     var root = document.getElementById("case-results");
     if (!root) { return; }
     initHeatmapControls(root);
