@@ -301,6 +301,7 @@ def test_openapi_generator_python_client_does_the_flow(
     issue_token,
     clinician,
     radiologist,
+    monkeypatch,
 ):
     if shutil.which("java") is None:  # a missing tool is an error, never a skip
         pytest.fail("java not found: apt-get install -y default-jre-headless")
@@ -370,6 +371,43 @@ def test_openapi_generator_python_client_does_the_flow(
         with pytest.raises(client.exceptions.UnauthorizedException) as unauthenticated:
             anonymous.cases_list()
         assert unauthenticated.value.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+        # Cancel a second case; then 403, 413 and 429, each a JSON error body.
+        other = cases.cases_create(patient_ref="PSN-0002", body_part="hand", images=upload)
+        assert cases.cases_cancel(other.id).status == "cancelled"
+        read_raw, _ = issue_token(clinician, ["read"])
+        read_only = client.CasesApi(
+            client.ApiClient(client.Configuration(host=live_server.url, access_token=read_raw))
+        )
+        with pytest.raises(client.exceptions.ForbiddenException) as forbidden:
+            read_only.cases_create(patient_ref="PSN-0003", body_part="hand", images=upload)
+        assert json.loads(forbidden.value.body)["code"] == "insufficient_scope"
+        settings.UPLOAD_MAX_FILE_BYTES = 1024
+        with pytest.raises(client.exceptions.ApiException) as too_large:
+            cases.cases_create(patient_ref="PSN-0004", body_part="hand", images=upload)
+        assert too_large.value.status == 413
+        assert json.loads(too_large.value.body)["code"] == "file_too_large"
+        monkeypatch.setattr(
+            TokenScopeRateThrottle,
+            "THROTTLE_RATES",
+            {**TokenScopeRateThrottle.THROTTLE_RATES, "read": "3/min"},
+        )
+        # The generated client retries a 429 after its Retry-After by default (urllib3's retry
+        # rule); a client that handles throttling itself turns that off.
+        no_retry = client.Configuration(host=live_server.url, access_token=clin_raw)
+        no_retry.retries = False
+        impatient = client.CasesApi(client.ApiClient(no_retry))
+        answers: list[object] = []
+        for _ in range(4):  # the 4th read of the window at the latest is over 3/min
+            try:
+                answers.append(impatient.cases_list())
+            except client.exceptions.ApiException as exc:
+                answers.append(exc)
+        throttled = answers[-1]
+        assert isinstance(throttled, client.exceptions.ApiException)
+        assert throttled.status == 429
+        assert json.loads(throttled.body)["code"] == "throttled"
+        assert int(throttled.headers["Retry-After"]) > 0
+        assert Case.objects.filter(source="api").count() == 2  # the refused uploads stored nothing
 
 
 @pytest.mark.slow
