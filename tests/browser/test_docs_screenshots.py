@@ -2,7 +2,7 @@
 
 The bundled model (settings.FRACTURE_MODEL_DIR) predicts three sample radiographs in this process;
 a radiologist reads one of them, accepting the model's best mark as the fracture box; the pictures
-are the clinician's case page, the review queue and the review screen. With DOCS_SCREENSHOTS=1 they
+are the clinician's case page and image viewer, the review queue and the review screen. With DOCS_SCREENSHOTS=1 they
 are written to docs/img/, otherwise only under test-artifacts/.
 """
 
@@ -92,6 +92,18 @@ def test_documentation_screenshots(live_server, shipped_world, browser, screensh
             "case-page",
             True,
         ),
+        (
+            "clinician",
+            reverse(
+                "diagnosis:image_viewer",
+                kwargs={
+                    "case_uuid": world["reviewed"].uuid,
+                    "pk": world["reviewed"].images.get().pk,
+                },
+            ),
+            "viewer",
+            False,
+        ),
         ("reader", reverse("review:queue"), "queue", True),
         (
             "reader",
@@ -108,7 +120,9 @@ def test_documentation_screenshots(live_server, shipped_world, browser, screensh
         if name == "case-page":
             page.wait_for_selector("svg.model-marks")
             assert "suspected site" in page.inner_text("#case-results")
-        if page.locator("#viewer").count():
+        if name == "viewer":
+            page.wait_for_selector("#viewer[data-loaded='1']")
+        elif page.locator("#viewer").count():
             page.wait_for_selector("#viewer[data-loaded='1']")
             page.locator(".accept-mark").first.click()  # the best mark becomes the reader's box
             page.locator("#viewer").focus()
